@@ -1,0 +1,38 @@
+# The README's commands. `make lab` opens the course, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with assets/nbval_sanitize.cfg
+JOBS   ?= 2
+
+.PHONY: setup lab test test-fast bench pretrained clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Install the package (editable) with the test extras; re-runs when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lab: setup  ## open the course in JupyterLab
+	$(BIN)/jupyter lab notebooks/
+
+test: setup  ## unit, property and equivalence tests + strict nbval over every notebook
+	$(BIN)/python -m pytest tests notebooks $(NBVAL) -n $(JOBS) --dist loadscope
+
+test-fast: setup  ## the package tests only
+	$(BIN)/python -m pytest tests -n $(JOBS)
+
+bench: setup  ## the benchmarks (minutes): print tables, write benchmarks/results/
+	$(BIN)/python benchmarks/pretrain_cpu.py
+	$(BIN)/python benchmarks/generate.py
+
+pretrained: setup  ## re-train the reference model in assets/ (about an hour on a 2-core CPU)
+	$(BIN)/python -m minigpt train --config assets/pretrained/shakespeare-bpe.json --out assets/pretrained/shakespeare-bpe
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
