@@ -1,0 +1,228 @@
+"""Checks for chapter 01, tokens and embeddings.
+
+Each check calls the learner's function on fresh inputs (random ones drawn from a private
+generator, so the notebook's own random state is untouched), compares it with :mod:`minigpt`,
+and when the answer is wrong, tries the usual mistakes one by one to say which one it is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import GPTConfig
+from ..model import GPT
+from ..tokenizer import CharTokenizer
+from . import CheckFailed, fail, passed
+
+__all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embedding",
+           "check_input_embedding", "CheckFailed"]
+
+_TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer"
+
+
+def _call(fn: Callable, *args, what: str = "your function"):
+    with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
+        try:
+            out = fn(*args)
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
+            fail(f"{what} raised {type(e).__name__}: {e}")
+    return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-5))
+
+
+def check_vocab(fn: Callable) -> None:
+    """Check ``fn(text) -> (stoi, itos)``: itos the sorted distinct characters, stoi its inverse."""
+    out = _call(fn, _TEXT, what="your build_vocab")
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        fail("return a pair (stoi, itos): a dict char -> id and a list id -> char")
+    stoi, itos = out
+    ref = CharTokenizer.from_text(_TEXT)
+    if not isinstance(stoi, dict):
+        fail(f"stoi should be a dict mapping each character to its id, got {type(stoi).__name__}")
+    itos = list(itos.values()) if isinstance(itos, dict) and sorted(itos) == list(range(len(itos))) else itos
+    if not isinstance(itos, (list, tuple, str)):
+        fail(f"itos should be a list of characters (position = id), got {type(itos).__name__}")
+    itos = list(itos)
+    if len(itos) != len(set(itos)):
+        fail(f"itos has {len(itos)} entries but only {len(set(itos))} distinct characters: each character "
+             "must appear once — use set(text)")
+    if set(itos) != set(ref.chars):
+        missing, extra = set(ref.chars) - set(itos), set(itos) - set(ref.chars)
+        fail(f"itos should hold exactly the characters of the text (missing {sorted(missing)!r}, "
+             f"extra {sorted(extra)!r})")
+    if itos != ref.chars:
+        if itos == list(dict.fromkeys(_TEXT)):
+            fail("your vocabulary is in order of first appearance; sort it (sorted(set(text))), so that the "
+                 "ids do not depend on how the text happens to begin")
+        fail("itos should be sorted: sorted(set(text))")
+    if any(stoi.get(c) != i for i, c in enumerate(itos)) or len(stoi) != len(itos):
+        fail("stoi must be the inverse of itos: stoi[itos[i]] == i for every id i")
+    passed(f"vocabulary of {len(itos)} characters matches CharTokenizer.from_text")
+
+
+def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """The reference merge: left to right, non-overlapping."""
+    out, i = [], 0
+    while i < len(ids):
+        if i < len(ids) - 1 and (ids[i], ids[i + 1]) == tuple(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _ref_pairs(ids: list[int]) -> Counter:
+    return Counter(zip(ids, ids[1:]))
+
+
+def check_pair_counts(fn: Callable) -> None:
+    """Check ``fn(ids) -> dict``: how often each adjacent pair ``(ids[i], ids[i+1])`` occurs."""
+    cases = [[1, 2, 3, 1, 2], [5, 5, 5, 5], list("hello hello".encode()), [7]]
+    for ids in cases:
+        got = _call(fn, list(ids), what="your pair counting")
+        if not hasattr(got, "items"):
+            fail(f"return a dict (or Counter) mapping each pair (a, b) to its count, got {type(got).__name__}")
+        got = {tuple(k): int(v) for k, v in got.items() if v}
+        ref = dict(_ref_pairs(ids))
+        if got == ref:
+            continue
+        if got == dict(Counter(zip(ids[:-1], ids[1:-1]))) and len(set(ids)) > 1:
+            fail(f"for ids {ids} you missed the last pair: range(len(ids) - 1) covers every adjacent pair")
+        if got == dict(_ref_pairs(ids) + Counter({(ids[-1], ids[0]): 1})):
+            fail(f"for ids {ids} you counted a pair that wraps around from the end to the start")
+        if got == {(b, a): c for (a, b), c in ref.items()}:
+            fail("your pairs are reversed: count (ids[i], ids[i+1]), in reading order")
+        if set(got) == set(ref):
+            fail(f"for ids {ids} you found the right pairs but wrong counts: {got}, expected {ref}. "
+                 "Overlapping pairs count separately: [5, 5, 5] has the pair (5, 5) twice")
+        fail(f"for ids {ids} your counts are {got}, expected {ref}: count every (ids[i], ids[i+1])")
+    passed("pair counts match (including overlapping pairs and the last pair)")
+
+
+def _first_only(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            return ids[:i] + [new_id] + ids[i + 2:]
+    return list(ids)
+
+
+def _no_skip(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    return [new_id if i < len(ids) - 1 and (ids[i], ids[i + 1]) == tuple(pair) else t for i, t in enumerate(ids)]
+
+
+def check_merge(fn: Callable) -> None:
+    """Check ``fn(ids, pair, new_id) -> list``: every occurrence of ``pair`` replaced by
+    ``new_id``, scanning left to right, non-overlapping (as BPE training and encoding do)."""
+    cases = [([1, 2, 3, 1, 2], (1, 2), 99), ([5, 5, 5], (5, 5), 256), ([5, 5, 5, 5], (5, 5), 256),
+             ([3, 1, 2, 1], (2, 1), 7), ([4, 4], (1, 2), 9), ([1, 2], (1, 2), 8)]
+    results = []
+    for ids, pair, new_id in cases:
+        got = _call(fn, list(ids), pair, new_id, what="your merge")
+        got = got.tolist() if hasattr(got, "tolist") else list(got)
+        results.append((ids, pair, new_id, got))
+    wrong = [(ids, pair, new_id, got) for ids, pair, new_id, got in results if got != _merge(ids, pair, new_id)]
+    if not wrong:
+        passed("merge replaces every non-overlapping occurrence, left to right")
+        return
+
+    def everywhere(variant) -> bool:  # the learner's answers all agree with this wrong version
+        return all(got == variant(ids, pair, new_id) for ids, pair, new_id, got in results)
+
+    ids, pair, new_id, got = wrong[0]
+    ref = _merge(ids, pair, new_id)
+    if everywhere(lambda i, p, n: list(i)):
+        fail(f"merge({ids}, {pair}, {new_id}) changed nothing; expected {ref}")
+    if everywhere(lambda i, p, n: _merge(i, p[::-1], n)):
+        fail("you matched the pair reversed; look for ids[i] == pair[0] and ids[i+1] == pair[1]")
+    if everywhere(_first_only):
+        fail(f"merge({ids}, {pair}, {new_id}) = {got}: you replaced only the first occurrence; expected {ref}")
+    if everywhere(_no_skip):
+        fail(f"merge({ids}, {pair}, {new_id}) = {got}: after writing new_id, skip BOTH ids of the pair "
+             f"(i += 2); expected {ref}")
+    if len(got) < len(ref):
+        fail(f"merge({ids}, {pair}, {new_id}) = {got}, expected {ref}: occurrences must not overlap — "
+             "once a pair is merged, its second id cannot start another pair")
+    fail(f"merge({ids}, {pair}, {new_id}) = {got}, expected {ref}")
+
+
+def check_onehot_embedding(fn: Callable) -> None:
+    """Check ``fn(ids, E)``: the embedding lookup as a product, one_hot(ids, V) @ E, equal to E[ids]."""
+    g = torch.Generator().manual_seed(41)
+    V, C = 10, 4
+    E = torch.randn(V, C, generator=g)
+    ids = torch.tensor([3, 1, 3, 0, 7])  # id 9 (the largest) never appears
+    got = _call(fn, ids.clone(), E.clone(), what="your one-hot embedding")
+    if not isinstance(got, torch.Tensor):
+        fail(f"return a tensor, got {type(got).__name__}")
+    ref = E[ids]
+    if _same(got, ref):
+        passed("one_hot(ids) @ E equals the lookup E[ids]")
+        return
+    onehot = F.one_hot(ids, V).double()
+    if _same(got, onehot):
+        fail("you returned the one-hot matrix; multiply it by E: one_hot(ids, V).float() @ E")
+    if got.shape == (len(ids), int(ids.max()) + 1) or got.shape[-1] == int(ids.max()) + 1:
+        fail("your one-hot vectors are too short: F.one_hot guesses the number of classes from the largest "
+             "id present; pass num_classes=E.shape[0] (the vocabulary size)")
+    if got.shape != ref.shape:
+        fail(f"the result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (number of ids, C): "
+             "one row of E per id (one_hot (n, V) @ E (V, C))")
+    fail("your result differs from E[ids]: one_hot(ids, V) has a single 1 per row, in column ids[i], so "
+         "the product picks out row ids[i] of E")
+
+
+def check_input_embedding(fn: Callable) -> None:
+    """Check ``fn(idx, wte, wpe)``: the GPT's input x = wte[idx] + wpe[0..T-1], idx (B, T),
+    wte (V, C), wpe (block_size, C); compared with what ``minigpt.GPT`` feeds its first block."""
+    cfg = GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=1, n_embd=6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(43)
+        model = GPT(cfg).eval()
+    g = torch.Generator().manual_seed(47)
+    idx = torch.randint(0, cfg.vocab_size, (2, 5), generator=g)
+    captured = {}
+    hook = model.transformer.drop.register_forward_hook(lambda m, inp, out: captured.setdefault("x", inp[0]))
+    try:
+        with torch.no_grad():
+            model(idx)
+    finally:
+        hook.remove()
+    ref = captured["x"]
+    wte, wpe = model.transformer.wte.weight.detach(), model.transformer.wpe.weight.detach()
+    got = _call(fn, idx.clone(), wte.clone(), wpe.clone(), what="your input embedding")
+    if not isinstance(got, torch.Tensor):
+        fail(f"return a tensor, got {type(got).__name__}")
+    got = got.detach()
+    if _same(got, ref):
+        passed("token + position embedding matches the input of minigpt.GPT's first block")
+        return
+    B, T = idx.shape
+    C = cfg.n_embd
+    if got.shape == (B, T, 2 * C):
+        fail(f"your result has shape {tuple(got.shape)}: you concatenated instead of added the position "
+             "embeddings. The GPT adds them, x = wte[idx] + wpe[pos], so the width stays n_embd")
+    if got.shape != ref.shape:
+        fail(f"your result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (B, T, n_embd)")
+    pos = torch.arange(T)
+    for variant, message in [
+        (wte[idx], "you forgot to add position embeddings: x = wte[idx] + wpe[torch.arange(T)]"),
+        (wte[idx] + wpe[idx], "you looked up the position table with the token ids; index it with the "
+                              "positions 0..T-1: wpe[torch.arange(T)]"),
+        (wte[idx] + wpe[pos + 1], "positions start at 0: wpe[torch.arange(T)], not 1..T"),
+        (wte[idx] * wpe[pos], "you multiplied; the position embedding is added: wte[idx] + wpe[pos]"),
+        (wpe[pos].expand(B, T, C), "you forgot the token embeddings: x = wte[idx] + wpe[pos]"),
+    ]:
+        if _same(got, variant):
+            fail(message)
+    fail("your result differs from wte[idx] + wpe[torch.arange(T)]")

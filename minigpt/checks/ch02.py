@@ -1,0 +1,240 @@
+"""Checks for chapter 02, the attention formula.
+
+Each check calls the learner's function on fresh random inputs (drawn from a private generator,
+so the notebook's own random state is untouched), compares it with :mod:`minigpt`, and when the
+answer is wrong, tries the usual mistakes one by one to say which one it most likely is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..attention import CausalSelfAttention, attention, causal_mask
+from ..config import GPTConfig
+from . import CheckFailed, fail, passed
+
+__all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-4))
+
+
+def _first(out):
+    """A learner may return ``y`` or ``(y, weights)``; return ``(y, weights or None)``."""
+    if isinstance(out, (tuple, list)):
+        if len(out) == 0:
+            fail("your function returned an empty tuple; return the attention output")
+        return out[0], (out[1] if len(out) > 1 else None)
+    return out, None
+
+
+def _call(fn: Callable, *args, what: str = "your function"):
+    with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
+        try:
+            out = fn(*args)
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
+            fail(f"{what} raised {type(e).__name__}: {e}")
+    return out
+
+
+def _tensor(x, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        fail(f"{what} should be a torch.Tensor, got {type(x).__name__}")
+    return x.detach()
+
+
+def _variants(q, k, v, mask):
+    """Wrong versions of attention, each with the message that names the mistake."""
+    d_k = q.size(-1)
+    s = q @ k.transpose(-2, -1)
+    neg = float("-inf")
+
+    def masked(scores, m=mask):
+        return scores if m is None else scores.masked_fill(~m, neg)
+
+    out = [
+        (torch.softmax(masked(s), -1) @ v,
+         "no √d_k scaling: divide the scores QKᵀ by math.sqrt(d_k) before the softmax"),
+        (torch.softmax(masked(s / d_k), -1) @ v,
+         "you divided the scores by d_k; the formula divides by √d_k (math.sqrt(d_k))"),
+        (torch.softmax(masked(s * math.sqrt(d_k)), -1) @ v,
+         "you multiplied the scores by √d_k; divide by it instead"),
+        (torch.softmax(masked(s / math.sqrt(d_k)), -2) @ v,
+         "softmax over the wrong axis: use dim=-1, so that each query's weights over the keys "
+         "(one row) sum to 1"),
+        (torch.softmax(s / math.sqrt(d_k), -1) @ v if mask is not None else None,
+         "missing causal mask: set the scores where mask is False to -inf before the softmax, "
+         "so a token cannot look at later tokens"),
+        ((torch.softmax(s / math.sqrt(d_k), -1) * mask) @ v if mask is not None else None,
+         "you applied the mask after the softmax (zeroing weights), so the rows no longer sum "
+         "to 1; mask the scores with -inf before the softmax instead"),
+        (torch.softmax(s.masked_fill(~mask, 0.0) / math.sqrt(d_k), -1) @ v if mask is not None else None,
+         "you filled the masked scores with 0; a score of 0 still gets weight e⁰ = 1 in the "
+         "softmax. Fill them with float('-inf') so their weight is exactly 0"),
+        (torch.softmax(masked(s / math.sqrt(d_k)), -1) @ k,
+         "you multiplied the weights by K; the output is the weights times the values V"),
+        (torch.softmax(masked(q @ v.transpose(-2, -1) / math.sqrt(d_k)), -1) @ v
+         if q.shape == v.shape else None,
+         "your scores use V instead of K: scores = Q Kᵀ / √d_k"),
+    ]
+    return [(o, m) for o, m in out if o is not None]
+
+
+def check_attention(fn: Callable) -> None:
+    """Check ``fn(q, k, v, mask=None)``: scaled dot-product attention.
+
+    ``fn`` returns the output ``softmax(QKᵀ/√d_k + mask)·V`` of shape (..., T, d_v), or a
+    tuple ``(output, weights)``; ``mask`` is boolean, True where a query may attend.
+    """
+    g = torch.Generator().manual_seed(2024)
+    B, H, T, d_k, d_v = 2, 3, 7, 16, 5  # d_v != T and != d_k, so shape mistakes show
+    q = torch.randn(B, H, T, d_k, generator=g) * 1.5
+    k = torch.randn(B, H, T, d_k, generator=g) * 1.5
+    v = torch.randn(B, H, T, d_v, generator=g)
+    mask = causal_mask(T)
+    for m in (None, mask):
+        label = "with the causal mask" if m is not None else "without a mask"
+        y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function"))
+        y = _tensor(y, "the attention output")
+        ref, ref_w = attention(q, k, v, m)
+        if _same(y, ref):
+            continue
+        if torch.isnan(y).any():
+            fail(f"({label}) your output contains NaN: some row had every key masked out. Is your mask "
+                 "the right way round? True means 'may attend': use masked_fill(~mask, -inf) or "
+                 "masked_fill(mask == 0, -inf)")
+        if y.shape == ref_w.shape and y.shape != ref.shape and _same(y, ref_w):
+            fail(f"({label}) you returned the attention weights; the output is weights @ V")
+        for variant, message in _variants(q, k, v, m):
+            if _same(y, variant):
+                fail(f"({label}) {message}")
+        if y.shape != ref.shape:
+            fail(f"({label}) your output has shape {tuple(y.shape)}, expected {tuple(ref.shape)} = "
+                 "(..., T, d_v): one d_v-vector per query (weights (T, T) @ V (T, d_v))")
+        if w is not None and isinstance(w, torch.Tensor) and w.shape == ref_w.shape:
+            sums = w.detach().double().sum(-1)
+            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+                fail(f"({label}) your attention rows do not sum to 1 — did you apply softmax over the "
+                     "last dimension (dim=-1)?")
+        worst = (y.double() - ref.double()).abs().max().item()
+        fail(f"({label}) your output differs from minigpt.attention (largest difference {worst:.3g}). "
+             "Compute scores = q @ k.transpose(-2, -1) / math.sqrt(d_k), mask, softmax(dim=-1), then @ v")
+    passed("attention matches minigpt.attention, with and without the causal mask")
+
+
+def check_causal_mask(fn: Callable) -> None:
+    """Check ``fn(T)``: a (T, T) boolean mask, True where query i may attend to key j (j <= i)."""
+    for T in (4, 9, 1):
+        got = _call(fn, T, what="your causal-mask function")
+        got = _tensor(got, f"the mask for T={T}")
+        ref = causal_mask(T)
+        if tuple(got.shape) != (T, T):
+            fail(f"the mask for T={T} has shape {tuple(got.shape)}, expected ({T}, {T})")
+        if got.dtype != torch.bool:
+            vals = set(got.unique().tolist())
+            if float("-inf") in vals and vals <= {0.0, float("-inf")}:
+                fail("you returned an additive mask (0 and -inf); this exercise asks for a boolean mask, "
+                     "True where a query may attend (torch.tril(torch.ones(T, T, dtype=torch.bool)))")
+            if vals <= {0, 1}:
+                got = got.bool()
+            else:
+                fail(f"the mask should be boolean (True = may attend), got dtype {got.dtype} with values {sorted(vals)[:5]}")
+        if torch.equal(got, ref):
+            continue
+        if torch.equal(got, ~ref):
+            fail("your mask is inverted: True must mean 'may attend' (the lower triangle, diagonal "
+                 "included), not 'masked out'")
+        if torch.equal(got, ref.T):
+            fail("your mask lets each token see the future: use the lower triangle (torch.tril), "
+                 "not the upper one (torch.triu)")
+        if torch.equal(got, torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)):
+            fail("your mask excludes the diagonal: a token may attend to itself (j <= i, not j < i)")
+        if got.all():
+            fail("your mask allows everything: nothing is masked, so tokens see the future")
+        fail(f"your mask for T={T} is wrong: row i should be True for keys 0..i and False after")
+    passed("causal mask is the lower triangle, diagonal included")
+
+
+def check_split_heads(fn: Callable) -> None:
+    """Check ``fn(x, n_head)``: (B, T, C) -> (B, n_head, T, C // n_head)."""
+    g = torch.Generator().manual_seed(7)
+    B, T, C, nh = 2, 5, 12, 3
+    x = torch.randn(B, T, C, generator=g)
+    got = _tensor(_call(fn, x.clone(), nh, what="your split_heads function"), "the split heads")
+    ref = x.view(B, T, nh, C // nh).transpose(1, 2)
+    if _same(got, ref):
+        passed("heads split correctly: (B, T, C) -> (B, n_head, T, head_size)")
+        return
+    if got.shape != ref.shape:
+        fail(f"your result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = "
+             "(B, n_head, T, head_size)")
+    if _same(got, x.reshape(B, nh, T, C // nh)):
+        fail("you reshaped straight to (B, n_head, T, head_size), which mixes positions and heads: "
+             "the channels of one position are laid out head after head, so view as "
+             "(B, T, n_head, head_size) first, then .transpose(1, 2)")
+    if _same(got, x.view(B, T, C // nh, nh).permute(0, 3, 1, 2)):
+        fail("you split the channels as (head_size, n_head); head h owns the consecutive channels "
+             "h*head_size … (h+1)*head_size - 1: view as (B, T, n_head, head_size)")
+    fail("your split heads differ from x.view(B, T, n_head, C // n_head).transpose(1, 2)")
+
+
+def check_multi_head(fn: Callable) -> None:
+    """Check ``fn(x, attn)``: multi-head causal self-attention by hand with a
+    :class:`~minigpt.attention.CausalSelfAttention`'s weights (``attn.c_attn``, ``attn.c_proj``,
+    ``attn.n_head``), compared with ``attn(x)``."""
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_embd=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        attn = CausalSelfAttention(cfg).eval()
+        with torch.no_grad():  # non-zero biases, so a forgotten bias shows
+            for p in attn.parameters():
+                p.normal_(0.0, 0.3)
+        x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        ref = attn(x)[0]
+        got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention"), "the output")
+        if _same(got, ref, atol=1e-4):
+            passed("multi-head attention matches minigpt's CausalSelfAttention")
+            return
+        if got.shape != ref.shape:
+            fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (B, T, n_embd); "
+                 "after the heads, put them side by side again: transpose(1, 2) then view(B, T, C)")
+        B, T, C = x.shape
+        nh, hs = attn.n_head, C // attn.n_head
+        q, k, v = attn.c_attn(x).split(C, dim=2)
+        heads = [t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v)]
+
+        def finish(y, proj=True):
+            y = y.transpose(1, 2).reshape(B, T, C)
+            return attn.c_proj(y) if proj else y
+
+        y_ok = attention(*heads, causal_mask(T))[0]
+        candidates = [
+            (finish(y_ok, proj=False),
+             "you forgot the output projection: apply attn.c_proj (W_O) to the concatenated heads"),
+            (finish(attention(*heads)[0]),
+             "missing causal mask: each token attends to later tokens too; pass causal_mask(T)"),
+            (finish(attention(*(t.view(B, T, 1, C).transpose(1, 2) for t in (q, k, v)), causal_mask(T))[0]),
+             "you used one big head of size n_embd instead of n_head heads of size n_embd // n_head"),
+            (finish(torch.softmax((heads[0] @ heads[1].transpose(-2, -1)).masked_fill(~causal_mask(T), float("-inf")), -1) @ heads[2]),
+             "no √d_k scaling: divide the scores by math.sqrt(head_size) (the size of one head, not n_embd)"),
+            (finish(torch.softmax((heads[0] @ heads[1].transpose(-2, -1) / math.sqrt(C)).masked_fill(~causal_mask(T), float("-inf")), -1) @ heads[2]),
+             "you scaled by √n_embd; d_k is the size of one head, n_embd // n_head"),
+        ]
+        y_bad = attention(*(t.reshape(B, nh, T, hs) for t in (q, k, v)), causal_mask(T))[0]
+        for merged in (finish(y_bad), attn.c_proj(y_bad.reshape(B, T, C))):
+            candidates.append((merged, "you reshaped straight to (B, n_head, T, head_size), mixing positions "
+                               "and heads: view as (B, T, n_head, head_size) then transpose(1, 2)"))
+        for variant, message in candidates:
+            if _same(got, variant, atol=1e-4):
+                fail(message)
+        worst = (got - ref).abs().max().item()
+        fail(f"your output differs from CausalSelfAttention (largest difference {worst:.3g}): "
+             "split c_attn(x) into q, k, v; split each into heads; attention with the causal mask; "
+             "merge the heads; apply c_proj")

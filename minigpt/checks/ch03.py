@@ -1,0 +1,270 @@
+"""Checks for chapter 03, the feed-forward network and the transformer block.
+
+Each check calls the learner's function on fresh random inputs (drawn from a private generator,
+so the notebook's own random state is untouched), compares it with :mod:`minigpt`, and when the
+answer is wrong, tries the usual mistakes one by one to say which one it most likely is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import GPTConfig
+from ..model import GPT, Block, FeedForward
+from . import CheckFailed, fail, passed
+
+__all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "CheckFailed"]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-4))
+
+
+def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[Exception], str] | None = None):
+    with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
+        try:
+            out = fn(*args)
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
+            extra = hint(e) if hint else ""
+            fail(f"{what} raised {type(e).__name__}: {e}{extra}")
+    return out
+
+
+def _tensor(x, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        fail(f"{what} should be a torch.Tensor, got {type(x).__name__}")
+    return x.detach()
+
+
+def _first_failure(got: torch.Tensor, ref: torch.Tensor, candidates, generic: str, atol: float = 1e-5) -> None:
+    for variant, message in candidates:
+        if variant is not None and _same(got, variant, atol):
+            fail(message)
+    worst = (got.double() - ref.double()).abs().max().item()
+    fail(f"{generic} (largest difference {worst:.3g})")
+
+
+def check_ffn(fn: Callable) -> None:
+    """Check ``fn(x, W1, b1, W2, b2)`` = max(0, x W1 + b1) W2 + b2, with W1 (C, 4C), W2 (4C, C).
+
+    Compared with :class:`minigpt.FeedForward` with ``activation="relu"``, whose ``nn.Linear``
+    layers store the transposed matrices (``c_fc.weight = W1ᵀ``).
+    """
+    g = torch.Generator().manual_seed(3)
+    C = 8
+    x = torch.randn(2, 5, C, generator=g)
+    W1, b1 = torch.randn(C, 4 * C, generator=g) * 0.5, torch.randn(4 * C, generator=g)
+    W2, b2 = torch.randn(4 * C, C, generator=g) * 0.5, torch.randn(C, generator=g)
+    ffn = FeedForward(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=C, activation="relu")).eval()
+    with torch.no_grad():
+        ffn.c_fc.weight.copy_(W1.T)
+        ffn.c_fc.bias.copy_(b1)
+        ffn.c_proj.weight.copy_(W2.T)
+        ffn.c_proj.bias.copy_(b2)
+        ref = ffn(x)
+    got = _tensor(_call(fn, x.clone(), W1.clone(), b1.clone(), W2.clone(), b2.clone(), what="your FFN"), "the FFN output")
+    if _same(got, ref):
+        passed("FFN matches minigpt.FeedForward (ReLU)")
+        return
+    if got.shape != ref.shape:
+        fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}: the FFN maps each "
+             "C-vector to a C-vector (C -> 4C -> C)")
+    h = x @ W1 + b1
+    _first_failure(got, ref, [
+        (h @ W2 + b2, "no non-linearity: apply max(0, ·) (torch.relu) to x W1 + b1; without it the "
+                      "two layers collapse into one linear map"),
+        (torch.relu(torch.relu(h) @ W2 + b2), "you applied ReLU after the second layer too; the output "
+                                               "of W2 is not passed through the activation"),
+        (F.gelu(h) @ W2 + b2, "you used GELU; this exercise is the textbook ReLU version, max(0, ·)"),
+        (torch.relu(h) @ W2, "you forgot the output bias b2"),
+        (torch.relu(x @ W1) @ W2 + b2, "you forgot the hidden bias b1 (add it before the ReLU)"),
+        (torch.relu(torch.relu(x) @ W1 + b1) @ W2 + b2, "ReLU goes after the first layer, not on the input"),
+    ], "your FFN differs from max(0, x @ W1 + b1) @ W2 + b2")
+
+
+def check_gelu(fn: Callable) -> None:
+    """Check ``fn(x)`` = GELU(x) = x·Φ(x), exact (erf) or GPT-2's tanh approximation."""
+    x = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    got = _call(fn, x.clone(), what="your GELU")
+    got = _tensor(got, "GELU(x)").double()
+    exact = F.gelu(x)
+    tanh = F.gelu(x, approximate="tanh")
+    if _same(got, exact, 1e-5) or _same(got, tanh, 1e-5):
+        passed("GELU matches x·Φ(x)" + (" (tanh approximation)" if _same(got, tanh, 1e-5) and not _same(got, exact, 1e-5) else ""))
+        return
+    if got.shape != x.shape:
+        fail(f"your GELU changed the shape: {tuple(x.shape)} -> {tuple(got.shape)}; it acts elementwise")
+    phi = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    _first_failure(got, exact, [
+        (torch.relu(x), "that is ReLU, max(0, x); GELU is x·Φ(x), with Φ the standard normal CDF"),
+        (phi, "you returned Φ(x) alone; GELU multiplies it by x: x·Φ(x)"),
+        (x * torch.sigmoid(1.702 * x), "that is the sigmoid approximation x·σ(1.702x); use the exact "
+                                       "x·Φ(x) = 0.5·x·(1 + erf(x/√2))"),
+        (0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * x)), "the tanh approximation needs the cubic "
+                                                                 "term: tanh(√(2/π)·(x + 0.044715·x³))"),
+        (0.5 * x * (1 + torch.erf(x / 2)), "divide by √2 inside erf: Φ(x) = 0.5·(1 + erf(x/√2))"),
+        (x * (1 + torch.erf(x / math.sqrt(2))), "you forgot the factor 0.5: Φ(x) = 0.5·(1 + erf(x/√2))"),
+    ], "your GELU differs from x·Φ(x) = 0.5·x·(1 + erf(x/√2))")
+
+
+def check_layernorm(fn: Callable) -> None:
+    """Check ``fn(x, gamma, beta, eps=1e-5)``: LayerNorm over the last dimension, as nn.LayerNorm."""
+    g = torch.Generator().manual_seed(5)
+    C = 6
+    x = torch.randn(3, 4, C, generator=g) * 3 + 2
+    x[0, 0] = 2 + 0.003 * x[0, 0]  # a nearly constant vector, where eps matters
+    gamma, beta = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    eps = 1e-5
+    ref = F.layer_norm(x, (C,), gamma, beta, eps)
+    got = _tensor(_call(fn, x.clone(), gamma.clone(), beta.clone(), eps, what="your LayerNorm"), "the output")
+    if _same(got, ref, 1e-4):
+        passed("LayerNorm matches torch.nn.LayerNorm")
+        return
+    if got.shape != ref.shape:
+        fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}: keep the shape "
+             "(use keepdim=True when taking the mean and variance)")
+
+    def ln(mean_dims, unbiased=False, affine=True, eps_outside=False, center=True, use_var=False):
+        mu = x.mean(mean_dims, keepdim=True)
+        var = x.var(mean_dims, keepdim=True, unbiased=unbiased)
+        xc = x - mu if center else x
+        denom = (var + eps) if use_var else ((var.sqrt() + eps) if eps_outside else (var + eps).sqrt())
+        y = xc / denom
+        return y * gamma + beta if affine else y
+
+    _first_failure(got, ref, [
+        (ln(-1, unbiased=True), "you used the unbiased variance (divide by C - 1): torch.var defaults to "
+                                "it. LayerNorm divides by C: use x.var(-1, keepdim=True, unbiased=False)"),
+        (ln(0), "you normalized over the batch dimension (that is BatchNorm); LayerNorm normalizes each "
+                "token's vector over the last dimension (dim=-1)"),
+        (ln(1), "you normalized over the time dimension; LayerNorm normalizes each token's vector over "
+                "the last dimension (dim=-1)"),
+        (ln((0, 1, 2)), "you normalized over the whole tensor; LayerNorm normalizes each token's vector "
+                        "separately, over the last dimension (dim=-1)"),
+        (ln(-1, affine=False), "you forgot the learned scale and shift: multiply by gamma and add beta"),
+        (ln(-1, eps_outside=True), "eps goes inside the square root: (x - mean) / sqrt(var + eps)"),
+        (ln(-1, use_var=True), "divide by the standard deviation sqrt(var + eps), not by the variance"),
+        (ln(-1, center=False), "you forgot to subtract the mean"),
+    ], "your LayerNorm differs from gamma * (x - mean) / sqrt(var + eps) + beta over dim=-1", atol=1e-4)
+
+
+def _attn_hint(e: Exception) -> str:
+    if "tuple" in str(e):
+        return " — block.attn returns (output, weights): take its first element, block.attn(h)[0]"
+    return ""
+
+
+def check_block(fn: Callable) -> None:
+    """Check ``fn(x, block)``: the pre-LN block by hand from ``block.ln_1``, ``block.attn`` (which
+    returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(13)
+        block = Block(cfg).eval()
+        with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
+            for p in block.parameters():
+                p.normal_(0.0, 0.4)
+        x = torch.randn(2, 5, 8) * 2
+    with torch.no_grad():
+        ref = block(x)[0]
+        got = _call(fn, x.clone(), block, what="your block", hint=_attn_hint)
+        if isinstance(got, (tuple, list)):
+            got = got[0]
+        got = _tensor(got, "the block output")
+        if _same(got, ref, 1e-4):
+            passed("pre-LN block matches minigpt.Block")
+            return
+        B, T, C = x.shape
+        if got.shape == (B, T, 2 * C) or got.shape == (B, T, 3 * C):
+            fail(f"your output has shape {tuple(got.shape)}: you concatenated instead of added the residual. "
+                 "The residual connection is an addition, x = x + attn(ln_1(x)), so the width stays C")
+        if got.shape != ref.shape:
+            fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+        att = lambda h: block.attn(h)[0]  # noqa: E731
+        ln1, ln2, mlp = block.ln_1, block.ln_2, block.mlp
+        h1 = x + att(ln1(x))
+        post1 = ln1(x + att(x))
+        n1 = ln1(x)
+        _first_failure(got, ref, [
+            (ln2(post1 + mlp(post1)), "that is the post-LN block of the original Transformer, "
+                                     "LayerNorm(x + f(x)); GPT-2 normalizes first: x + f(LayerNorm(x))"),
+            (mlp(ln2(att(ln1(x)))), "there is no residual connection: add each sub-layer's output to its "
+                                    "input, x = x + attn(ln_1(x)), then x = x + mlp(ln_2(x))"),
+            (h1 + mlp(ln2(x)), "the FFN must read the stream after attention was added: "
+                               "x = x + attn(ln_1(x)) first, then x = x + mlp(ln_2(x)) on that new x"),
+            (h1 + mlp(ln1(h1)), "you used ln_1 twice; the FFN has its own LayerNorm, ln_2"),
+            (h1 + mlp(h1), "the FFN's input must be normalized: x + mlp(ln_2(x))"),
+            (x + att(x) + mlp(ln2(x + att(x))), "the attention's input must be normalized: x + attn(ln_1(x))"),
+            (n1 + att(n1) + mlp(ln2(n1 + att(n1))), "the residual must carry the un-normalized x: "
+                                                    "x + attn(ln_1(x)), not ln_1(x) + attn(ln_1(x))"),
+            (h1, "you forgot the FFN sub-layer: x = x + mlp(ln_2(x))"),
+            (x + mlp(ln2(x)), "you forgot the attention sub-layer: x = x + attn(ln_1(x))[0]"),
+        ], "your block differs from minigpt.Block", atol=1e-4)
+
+
+def _parts(cfg: GPTConfig) -> dict[str, int]:
+    """Parameter counts of the pieces of a GPT (for naming a learner's mistake)."""
+    V, T, L, C = cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd
+    b = 1 if cfg.bias else 0
+    return {
+        "wte": V * C, "wpe": T * C,
+        "ln": L * 2 * (C + b * C), "ln_f": C + b * C,
+        "linear_bias": b * L * (3 * C + C + 4 * C + C),
+        "all_bias": b * (L * (3 * C + C + 4 * C + C + 2 * C) + C),
+        "ffn_width": L * ((8 * C * C + b * 5 * C) - (2 * C * C + b * 2 * C)),
+    }
+
+
+def check_param_count(fn: Callable) -> None:
+    """Check ``fn(cfg) -> int``: the parameters of ``GPT(cfg)`` by formula, against ``num_params()``.
+
+    The output head shares its matrix with the token embedding (weight tying): count it once.
+    """
+    configs = [
+        GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),
+        GPTConfig(vocab_size=50, block_size=32, n_layer=3, n_head=2, n_embd=48, bias=True),
+        GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=24, bias=False),
+    ]
+    for cfg in configs:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: instant, no memory
+            ref = GPT(cfg).num_params()
+        got = _call(fn, cfg, what="your parameter count")
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        if not isinstance(got, int) or isinstance(got, bool):
+            fail(f"your count should be an int, got {got!r}")
+        if got == ref:
+            continue
+        p, d = _parts(cfg), got - ref
+        where = f"for {cfg.n_layer} layers, n_embd={cfg.n_embd}, vocab_size={cfg.vocab_size}, bias={cfg.bias}"
+        known = [
+            (p["wte"], "you counted the output head separately, but it is tied to the token embedding "
+                       "(lm_head.weight is wte.weight): count that V×C matrix once"),
+            (-p["wte"], "you forgot the token embedding, vocab_size × n_embd"),
+            (-p["wpe"], "you forgot the position embeddings, block_size × n_embd"),
+            (-p["ln"] - p["ln_f"], "you forgot the LayerNorms: each has a scale (and, with bias, a shift) of n_embd"),
+            (-p["ln"], "you forgot the two LayerNorms inside each block"),
+            (-p["ln_f"], "you forgot the final LayerNorm ln_f"),
+            (-p["linear_bias"], "you forgot the biases of the Linear layers (3C + C + 4C + C per block)"),
+            (-p["all_bias"], "you forgot all the biases (Linear layers and LayerNorm shifts)"),
+            (-p["ffn_width"], "the FFN's hidden layer is 4 × n_embd wide, not n_embd"),
+        ]
+        if not cfg.bias:
+            bias_if_true = _parts(GPTConfig(**{**cfg.to_dict(), "bias": True}))["all_bias"]
+            known.insert(0, (bias_if_true, "with bias=False there are no biases at all, in the Linear layers "
+                                           "or in the LayerNorms: only count them when cfg.bias is True"))
+        for delta, message in known:
+            if d == delta and delta != 0:
+                fail(f"{where}: {message}")
+        fail(f"{where} you counted {got:,} parameters, num_params() says {ref:,} (off by {d:+,}). Per block: "
+             "ln_1, attention (c_attn: C×3C + 3C, c_proj: C×C + C), ln_2, FFN (c_fc: C×4C + 4C, "
+             "c_proj: 4C×C + C); plus wte, wpe and ln_f")
+    passed("parameter count matches GPT.num_params() for three configurations")
