@@ -1,0 +1,403 @@
+"""Training: the loop, the learning-rate schedule, evaluation, the history, checkpoints and resume.
+
+One optimizer step reads ``grad_accum`` batches, each ``batch_size`` windows of ``block_size``
+tokens, averages their losses, back-propagates, clips the gradient norm and takes an AdamW step.
+Everything random is keyed by the step number: batch ``k`` is always the same windows
+(:class:`~minigpt.data.BatchSampler`) and dropout is re-seeded from ``(seed, step)``, so a run
+resumed from a checkpoint ends with exactly the weights of an uninterrupted one.
+
+The training state lives beside the checkpoint in ``out_dir``::
+
+    optimizer.safetensors   AdamW's tensors: state.{param_index}.exp_avg / .exp_avg_sq / .step
+    train_state.json        step, elapsed time, TrainConfig, AdamW's param_groups (hyperparameters)
+    metrics.jsonl           one JSON object per evaluation
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from .config import GPTConfig
+from .device import pick_device, seed_everything
+from .model import GPT
+
+Callback = Callable[[str, dict], Any]
+OPTIMIZER_FILE, STATE_FILE, METRICS_FILE = "optimizer.safetensors", "train_state.json", "metrics.jsonl"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a training run (model shape lives in :class:`~minigpt.config.GPTConfig`).
+
+    The learning rate warms up linearly for ``warmup_iters`` steps to ``learning_rate``, then
+    decays along a cosine to ``min_lr`` at ``lr_decay_iters`` (default: ``max_iters``); set
+    ``min_lr = learning_rate`` for a constant rate. ``eval_batches=None`` evaluates on the whole
+    validation split; ``train_eval_batches`` fixed random batches estimate the training loss.
+    ``grad_clip=0`` disables clipping, ``ckpt_interval=0`` saves only at the end.
+    ``dtype="auto"`` is bfloat16 autocast on CUDA and float32 elsewhere; ``fused="auto"`` uses
+    the fused AdamW kernel on CUDA and CPU (on CPU it is ~5x faster than the multi-tensor
+    ``foreach`` one: 1.2 vs 6.7 ms per step for the 0.8M-parameter classic model, torch 2.13)
+    and ``foreach`` elsewhere (MPS).
+    """
+
+    max_iters: int = 2000
+    batch_size: int = 12
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_interval: int = 250
+    eval_batches: int | None = None
+    train_eval_batches: int = 20
+    ckpt_interval: int = 0
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    fused: bool | str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def check(name: str, kind: type, lo: float, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            ok = isinstance(v, kind) or (kind is float and isinstance(v, int))
+            if isinstance(v, bool) or not ok:
+                raise TypeError(f"TrainConfig.{name} must be {'an int' if kind is int else 'a number'}, got {v!r}")
+            if v < lo:
+                raise ValueError(f"TrainConfig.{name} must be >= {lo}, got {v}")
+
+        for name in ("max_iters", "warmup_iters", "eval_interval", "ckpt_interval", "seed"):
+            check(name, int, 0)
+        for name in ("batch_size", "grad_accum", "train_eval_batches"):
+            check(name, int, 1)
+        check("lr_decay_iters", int, 0, optional=True)
+        check("eval_batches", int, 1, optional=True)
+        check("threads", int, 1, optional=True)
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+            check(name, float, 0)
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must be <= learning_rate ({self.learning_rate})")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {v!r}")
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"TrainConfig.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.fused not in ("auto", True, False):
+            raise ValueError(f"TrainConfig.fused must be 'auto', True or False, got {self.fused!r}")
+        if not isinstance(self.compile, bool):
+            raise TypeError(f"TrainConfig.compile must be True or False, got {self.compile!r}")
+
+    @property
+    def decay_iters(self) -> int:
+        """The step at which the cosine reaches ``min_lr``."""
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build a config from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a (future) multi-process run: rank 0 of 1 for now."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """Rank and world size. The one place to read torchrun's RANK/WORLD_SIZE when DDP is added."""
+    return DistInfo()
+
+
+def build_model(config: GPTConfig, seed: int = 1337) -> GPT:
+    """A freshly initialised :class:`GPT`, seeded first so that the initial weights are reproducible."""
+    seed_everything(seed)
+    return GPT(config)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine to ``min_lr``."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if step > cfg.decay_iters:
+        return cfg.min_lr
+    span = cfg.decay_iters - cfg.warmup_iters
+    ratio = (step - cfg.warmup_iters) / span if span > 0 else 0.0  # 0 -> 1 over the decay
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings (dim >= 2) only, not on biases or LayerNorm.
+
+    Trainable parameters only; a tied weight (``lm_head`` = ``wte``) appears once.
+    """
+    params = [p for _, p in model.named_parameters() if p.requires_grad]  # named_parameters dedups ties
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    device = device or (params[0].device if params else torch.device("cpu"))
+    fused = device.type in ("cuda", "cpu") if cfg.fused == "auto" else cfg.fused
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=fused or None, foreach=None if fused else True)
+
+
+def _loss_over(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+               device: torch.device, max_batches: int | None) -> float:
+    """Mean loss per target token over ``batches`` (each weighted by its number of tokens)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i, (x, y) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            _, loss = model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("nothing to evaluate: the data is shorter than one window of block_size + 1 tokens")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int,
+             max_batches: int | None = None, device: str | torch.device | None = None) -> float:
+    """Mean loss (nats per token) over non-overlapping windows of ``data``, first to last.
+
+    ``max_batches`` limits it to the first that many batches; ``device`` defaults to the model's.
+    The model is switched to eval mode (no dropout) and restored afterwards.
+    """
+    from .data import iter_eval_windows
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    return _loss_over(model, iter_eval_windows(data, block_size, batch_size), device, max_batches)
+
+
+@dataclass
+class History:
+    """What happened during training: one dict per optimizer step and one per evaluation."""
+
+    steps: list[dict] = field(default_factory=list)  # {"iter", "loss", "lr"}
+    evals: list[dict] = field(default_factory=list)  # {"iter", "train_loss", "val_loss", "lr", "elapsed_s", "tokens_per_s"}
+
+    @property
+    def iters(self) -> list[int]:
+        return [e["iter"] for e in self.evals]
+
+    @property
+    def train_loss(self) -> list[float]:
+        return [e["train_loss"] for e in self.evals]
+
+    @property
+    def val_loss(self) -> list[float | None]:
+        return [e["val_loss"] for e in self.evals]
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """Write the evaluations, one JSON object per line (the format of ``metrics.jsonl``)."""
+        from .checkpoint import atomic_write_text
+
+        return atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in self.evals))
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> "History":
+        lines = Path(path).read_text().splitlines()
+        return cls(evals=[json.loads(line) for line in lines if line.strip()])
+
+
+def _resolve(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
+    device = pick_device(None if cfg.device == "auto" else cfg.device)
+    if cfg.dtype == "auto":
+        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, getattr(torch, cfg.dtype)
+
+
+def _save_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler: Any, tokenizer: Any,
+                step: int, elapsed: float, cfg: TrainConfig, meta: dict) -> None:
+    """Checkpoint + optimizer tensors + train_state.json (written last: it marks a complete save)."""
+    from .checkpoint import atomic_write_text, save_checkpoint, save_safetensors_atomic
+
+    save_checkpoint(out, model, tokenizer, meta={**meta, "step": step})
+    sd = opt.state_dict()
+    tensors = {f"state.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()}
+    save_safetensors_atomic(tensors, out / OPTIMIZER_FILE, metadata={"step": str(step)})
+    state = {"step": step, "elapsed_s": elapsed, "train_config": cfg.to_dict(),
+             "param_groups": sd["param_groups"], "scaler": scaler.state_dict() if scaler.is_enabled() else None}
+    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def _load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler: Any) -> tuple[int, float]:
+    """Restore weights, optimizer and scaler from ``out``; returns (step, elapsed seconds)."""
+    from .checkpoint import load_checkpoint, read_safetensors, unwrap_model
+
+    if not (out / STATE_FILE).is_file():
+        raise FileNotFoundError(f"cannot resume: {out / STATE_FILE} does not exist (no earlier run saved there)")
+    state = json.loads((out / STATE_FILE).read_text())
+    ckpt = load_checkpoint(out)
+    tensors, header = read_safetensors(out / OPTIMIZER_FILE)
+    steps = {STATE_FILE: state["step"], "meta.json": ckpt.meta.get("step"), OPTIMIZER_FILE: int(header.get("step", -1))}
+    if len(set(steps.values())) != 1:
+        raise ValueError(f"cannot resume from {out}: its files disagree on the step ({steps}); the last save was interrupted")
+    m = unwrap_model(model)
+    if ckpt.config != m.config:
+        raise ValueError(f"cannot resume: the model in {out} has config {ckpt.config}, not {m.config}")
+    m.load_state_dict(ckpt.model.state_dict())
+    per_param: dict[int, dict] = {}
+    for name, t in tensors.items():
+        _, i, key = name.split(".", 2)
+        per_param.setdefault(int(i), {})[key] = t
+    opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return state["step"], state["elapsed_s"]
+
+
+def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | None, cfg: TrainConfig, *,
+          tokenizer: Any = None, out_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+          resume: bool = False, meta: dict | None = None) -> History:
+    """Train ``model`` (moved in place to ``cfg.device``) on 1-D token tensors; returns the :class:`History`.
+
+    The caller builds (and seeds) the model, e.g. with :func:`build_model`. Evaluations happen
+    at step 0, every ``eval_interval`` steps and at the end. With ``out_dir``, each evaluation is
+    appended to ``metrics.jsonl`` and the checkpoint (with ``tokenizer`` and ``meta``) plus the
+    optimizer state are saved every ``ckpt_interval`` steps and at the end; ``resume=True``
+    continues from the state saved there. Each callback is called as ``cb(event, info)`` with
+    ``event`` "step" (info: iter, loss, lr, model) or "eval" (the metrics record, model, tokenizer).
+    """
+    from tqdm.auto import tqdm
+
+    from .checkpoint import unwrap_model
+    from .data import BatchSampler
+
+    dist = dist_info()
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device, dtype = _resolve(cfg)
+    raw = unwrap_model(model).to(device)
+    block = raw.config.block_size
+    opt = configure_optimizer(raw, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
+    fwd = torch.compile(raw) if cfg.compile else raw
+    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed, device=device)
+    train_probe = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed + 1, device=device)
+    out = Path(out_dir) if out_dir is not None and dist.is_main else None
+    meta = {**(meta or {}), "train_config": cfg.to_dict()}
+    history, start, elapsed0 = History(), 0, 0.0
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume=True needs out_dir, the folder of the run to continue")
+        start, elapsed0 = _load_state(Path(out_dir), raw, opt, scaler)
+        if (Path(out_dir) / METRICS_FILE).is_file():
+            history.evals = [e for e in History.from_jsonl(Path(out_dir) / METRICS_FILE).evals if e["iter"] <= start]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        history.to_jsonl(out / METRICS_FILE)  # a fresh file, or the resumed run's evaluations so far
+    tokens_per_step = cfg.batch_size * block * cfg.grad_accum * dist.world_size
+    t0, train_time, window_tokens = time.perf_counter(), 0.0, 0
+
+    def notify(event: str, info: dict) -> None:
+        for cb in callbacks:
+            cb(event, {**info, "model": raw, "tokenizer": tokenizer})
+        raw.train()
+
+    def do_eval(it: int) -> None:
+        nonlocal train_time, window_tokens
+        with autocast:
+            tr = _loss_over(raw, (train_probe.batch(i) for i in range(cfg.train_eval_batches)), device, None)
+            va = evaluate(raw, val_data, block, cfg.batch_size, cfg.eval_batches, device) if val_data is not None else None
+        rec = {"iter": it, "train_loss": tr, "val_loss": va, "lr": lr_at(max(it - 1, 0), cfg),
+               "elapsed_s": elapsed0 + time.perf_counter() - t0,
+               "tokens_per_s": window_tokens / train_time if train_time > 0 else None}
+        train_time, window_tokens = 0.0, 0
+        history.evals.append(rec)
+        if out is not None:
+            with open(out / METRICS_FILE, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        notify("eval", rec)
+
+    def save(it: int) -> None:
+        if out is not None:
+            last = history.evals[-1] if history.evals else {}
+            info = {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss")}
+            _save_state(out, raw, opt, scaler, tokenizer, it, elapsed0 + time.perf_counter() - t0, cfg, {**meta, **info})
+
+    raw.train()
+    if start == 0 and cfg.eval_interval > 0:
+        do_eval(0)
+    bar = tqdm(total=cfg.max_iters, initial=start, desc="train", dynamic_ncols=True,
+               disable=os.environ.get("MINIGPT_PROGRESS") == "0" or not dist.is_main)
+    for step in range(start, cfg.max_iters):
+        ts = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(cfg.seed + 1_000_003 * (step + 1) + dist.rank)  # dropout masks keyed by step
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = sampler.batch((step * cfg.grad_accum + micro) * dist.world_size + dist.rank)
+            with autocast:
+                _, loss = fwd(x, y)
+            scaler.scale(loss / cfg.grad_accum).backward()
+            loss_sum += loss.item()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        it, loss_val = step + 1, loss_sum / cfg.grad_accum
+        train_time += time.perf_counter() - ts
+        window_tokens += tokens_per_step
+        history.steps.append({"iter": it, "loss": loss_val, "lr": lr})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_val:.4f}", refresh=False)
+        notify("step", {"iter": it, "loss": loss_val, "lr": lr})
+        if it == cfg.max_iters or (cfg.eval_interval > 0 and it % cfg.eval_interval == 0):
+            do_eval(it)
+        if it == cfg.max_iters or (cfg.ckpt_interval > 0 and it % cfg.ckpt_interval == 0):
+            save(it)
+    bar.close()
+    if cfg.max_iters == 0 and not resume:  # nothing to train: evaluate and save the initial model
+        if cfg.eval_interval == 0:
+            do_eval(0)
+        save(0)
+    return history
