@@ -47,7 +47,7 @@ class AttentionExplorer(widgets.VBox):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self._recapture(token)
-        self.text.observe(lambda change: self._recapture(None), names="value")
+        self.text.observe(lambda change: self._recapture(self.token.value), names="value")  # keep the token
         for w in (self.layer, self.head, self.token, self.direction):
             w.observe(lambda change: None if self._busy else self.redraw(), names="value")
         controls = widgets.HBox([self.layer, self.head, self.token])

@@ -13,9 +13,18 @@ from .capture import AttentionCapture
 from .style import CMAP, MASKED_FACE, MASKED_HATCH, WEIGHT_LABEL, heatmap_figsize, token_labels
 
 
-def _ticks(n: int, max_labels: int = 40) -> list[int]:
+def _ticks(n: int, max_labels: int = 64) -> list[int]:
     step = max(1, -(-n // max_labels))  # ceil: label every step-th token of a long text
     return list(range(0, n, step))
+
+
+def _tick_labels(labels: list[str], ticks: list[int], n: int) -> list[str]:
+    """All labels of a short text; with an index (``"12:the"``) once some are skipped."""
+    return [labels[i] if len(ticks) == n else f"{i}:{labels[i]}" for i in ticks]
+
+
+def _label_size(n: int) -> float:
+    return 10.0 if n <= 24 else (8.0 if n <= 48 else 6.5)
 
 
 def masked_region(ax, t_q: int, t_k: int, label: bool = True) -> None:
@@ -52,8 +61,8 @@ def draw_matrix(ax, matrix, tokens: Sequence[str] | None = None, *, vmin=0.0, vm
     labels_k = token_labels(tokens) if tokens is not None else [str(i) for i in range(t_k)]
     labels_q = labels_k[-t_q:] if tokens is not None else [str(i) for i in range(t_q)]
     xt, yt = _ticks(t_k), _ticks(t_q)
-    ax.set_xticks(xt, [labels_k[i] for i in xt], rotation=90)
-    ax.set_yticks(yt, [labels_q[i] for i in yt])
+    ax.set_xticks(xt, _tick_labels(labels_k, xt, t_k), rotation=90, fontsize=_label_size(t_k))
+    ax.set_yticks(yt, _tick_labels(labels_q, yt, t_q), fontsize=_label_size(t_q))
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     if title:
@@ -63,7 +72,10 @@ def draw_matrix(ax, matrix, tokens: Sequence[str] | None = None, *, vmin=0.0, vm
             for j in range(t_k):
                 v = shown[i, j]
                 if np.isfinite(v):
-                    dark = (v - vmin) / max(vmax - vmin, 1e-12) < 0.6
+                    if cmap == CMAP:  # viridis: dark at the low end
+                        dark = (v - vmin) / max(vmax - vmin, 1e-12) < 0.6
+                    else:  # diverging: dark at both ends, light in the middle
+                        dark = abs(v - (vmin + vmax) / 2) > 0.3 * (vmax - vmin)
                     ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
                             color="white" if dark else "black", zorder=3)
     if cbar_label:

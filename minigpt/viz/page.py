@@ -16,7 +16,7 @@ body { margin: 16px; }
 .mgpt .controls { display: flex; flex-wrap: wrap; gap: 14px; align-items: center; margin: 8px 0; }
 .mgpt .controls label { display: inline-flex; gap: 4px; align-items: center; }
 .mgpt #readout { min-height: 1.4em; font-family: ui-monospace, Menlo, Consolas, monospace; }
-.mgpt .grid { display: grid; gap: 4px; align-items: center; justify-items: center; margin-top: 6px; }
+.mgpt .grid { display: inline-grid; gap: 4px; align-items: center; justify-items: center; margin-top: 6px; }
 .mgpt .grid canvas { width: 64px; height: 64px; image-rendering: pixelated; border: 2px solid transparent;
   cursor: pointer; background: #ddd; }
 .mgpt .grid canvas.sel { border-color: #d62728; }
@@ -38,7 +38,7 @@ PAGE_JS = r"""
   const hidx = (h) => (h === "mean" ? H : Number(h));
   function w(l, h, i, j) { return j > i ? 0 : W[(l * (H + 1) + hidx(h)) * P + i * (i + 1) / 2 + j] / 65535; }
   function color(v) { return D.lut[Math.round(Math.min(1, Math.max(0, v)) * 255)]; }
-  function label(t, n) { let s = JSON.stringify(String(t)).slice(1, -1) || "\u2205"; return s.length <= n ? s : s.slice(0, n - 1) + "\u2026"; }
+  function label(t, n) { t = String(t); let s = /^ +$/.test(t) ? "\u2423".repeat(t.length) : (JSON.stringify(t).slice(1, -1) || "\u2205"); return s.length <= n ? s : s.slice(0, n - 1) + "\u2026"; }
   const [R, G, B] = D.strip_rgb;
 
   // controls

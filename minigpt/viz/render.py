@@ -14,15 +14,15 @@ from typing import Sequence
 
 import torch
 
-from .style import MASKED_FACE, cmap_hex
+from .style import MASKED_FACE, cmap_hex, token_label
 
 STRIP_RGB = (31, 119, 180)  # token strip: white → this blue as the weight goes 0 → 1
 
 CSS = """
 .mgpt { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 13px; color: #222; }
 .mgpt .strip { max-height: 11em; overflow-y: auto; border: 1px solid #ccc; padding: 6px; line-height: 2.0;
-  white-space: pre-wrap; font-family: ui-monospace, Menlo, Consolas, monospace; background: #fff; }
-.mgpt .tok { padding: 2px 1px; border-radius: 3px; cursor: pointer; }
+  white-space: pre-wrap; overflow-wrap: anywhere; font-family: ui-monospace, Menlo, Consolas, monospace; background: #fff; }
+.mgpt .tok { padding: 2px 1px; border-radius: 3px; cursor: pointer; box-shadow: inset -1px 0 #e2e2e2; }
 .mgpt .tok.sel { outline: 2px solid #d62728; }
 .mgpt .tok.other { outline: 1px dashed #555; }
 .mgpt .legend { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; margin: 4px 0; }
@@ -58,7 +58,7 @@ def display_token(token: str) -> str:
 
 
 def short_label(token: str, width: int = 10) -> str:
-    s = repr(str(token))[1:-1] or "∅"
+    s = token_label(token)
     return s if len(s) <= width else s[: width - 1] + "…"
 
 

@@ -16,8 +16,12 @@ WEIGHT_LABEL = "attention weight (0–1)"
 
 
 def token_label(token: str) -> str:
-    """A token as a one-line label: newlines, tabs and other invisible characters escaped."""
-    return repr(str(token))[1:-1] or "∅"
+    """A token as a one-line label: newlines, tabs and other invisible characters escaped, and a
+    token made only of spaces shown as ␣ (so that it does not look like an empty label)."""
+    token = str(token)
+    if token and token.strip(" ") == "":
+        return "␣" * len(token)
+    return repr(token)[1:-1] or "∅"
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:
