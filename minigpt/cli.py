@@ -155,7 +155,7 @@ def _config_options(path: Path) -> dict[str, Any]:
     d = _read_json(path, "config file")
     if "learning_rate" in d:  # TrainConfig's name for --lr
         d["lr"] = d.pop("learning_rate")
-    unknown = sorted(set(d) - set(DEFAULTS) - {"resume"})
+    unknown = sorted(set(d) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"config file {path} has unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
     return d
@@ -228,12 +228,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import TrainConfig, build_model, train
 
     given = vars(a)
-    if "out" not in given:
+    file_options = _config_options(Path(given["config"])) if "config" in given else {}
+    out_name = given.get("out", file_options.get("out"))
+    if out_name is None:
         raise ValueError("train needs --out DIR, the folder for the checkpoint and metrics")
-    out, resume = Path(given["out"]), given.get("resume", False)
-    o = dict(DEFAULTS)
-    if "config" in given:
-        o.update(_config_options(Path(given["config"])))
+    out, resume = Path(out_name), given.get("resume", False)
+    o = {**DEFAULTS, **file_options}
     if resume:
         if not (out / ARGS_FILE).is_file():
             raise FileNotFoundError(f"cannot resume: {out} holds no earlier run ({ARGS_FILE} is missing)")

@@ -298,8 +298,12 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
     at step 0, every ``eval_interval`` steps and at the end. With ``out_dir``, each evaluation is
     appended to ``metrics.jsonl`` and the checkpoint (with ``tokenizer`` and ``meta``) plus the
     optimizer state are saved every ``ckpt_interval`` steps and at the end; ``resume=True``
-    continues from the state saved there. Each callback is called as ``cb(event, info)`` with
-    ``event`` "step" (info: iter, loss, lr, model) or "eval" (the metrics record, model, tokenizer).
+    continues from the state saved there, ending with the same weights as an uninterrupted run
+    (bit for bit in eager mode; with ``compile=True`` only to about 1e-3). Each callback is
+    called as ``cb(event, info)`` with ``event`` "step" (info: iter, loss, lr, model, tokenizer)
+    or "eval" (the metrics record plus model and tokenizer); the model is put back in train mode
+    after the callbacks, so they may sample from it. A resumed run's history holds the earlier
+    evaluations (read back from ``metrics.jsonl``) but only the new steps.
     """
     from tqdm.auto import tqdm
 
