@@ -52,8 +52,9 @@ class DistInfo:
 
 
 def launched_by_torchrun() -> bool:
-    """True when torchrun (or another launcher) set RANK / WORLD_SIZE for a run of several processes."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when torchrun (or another launcher) set RANK and WORLD_SIZE, even for one process
+    (``--nproc_per_node=1`` then runs the DDP code path, a handy check on a single GPU)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def dist_info() -> DistInfo:

@@ -36,7 +36,7 @@ def _quiet(monkeypatch):
 
 
 def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MINIGPT_PROGRESS": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "MINIGPT_PROGRESS": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -119,3 +119,17 @@ def test_cuda_compile_matches_eager(tmp_path):
     assert main(["train", "--corpus", str(text), *args, "--compile", "--out", str(tmp_path / "k")]) == 0
     for name, w in _weights(tmp_path / "e").items():
         torch.testing.assert_close(_weights(tmp_path / "k")[name], w, atol=2e-3, rtol=1e-2, msg=name)
+
+
+@cuda
+def test_cuda_nccl_ddp_one_process_equals_plain_training(tmp_path):
+    """torchrun --nproc_per_node=1 on CUDA goes through NCCL + DDP and gives plain training's weights."""
+    text = tmp_path / "tiny.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    args = [a for a in TINY if a not in ("--device", "cpu")] + ["--device", "cuda", "--dtype", "float32", "--max-iters", "4"]
+    r = _torchrun(1, "--corpus", str(text), *args, "--out", str(tmp_path / "d"))
+    assert "device cuda" in r.stdout and r.stdout.count("parameters, ") == 1
+    assert main(["train", "--corpus", str(text), *args, "--out", str(tmp_path / "p")]) == 0
+    want = _weights(tmp_path / "p")
+    for name, w in _weights(tmp_path / "d").items():
+        torch.testing.assert_close(w, want[name], atol=1e-5, rtol=1e-4, msg=name)
