@@ -29,8 +29,10 @@ def plot_head_scores(scores, title: str = "Score per head", *, ax=None, vmin: fl
                     color="white" if dark else "black")
     bi, bj = np.unravel_index(np.argmax(s), s.shape)
     ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2.5))
-    ax.set_xticks(range(H), [f"head {h}" for h in range(H)])
-    ax.set_yticks(range(L), [f"layer {l}" for l in range(L)])
+    ax.set_xticks(range(H), [str(h) for h in range(H)])
+    ax.set_yticks(range(L), [str(l) for l in range(L)])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
     ax.set_title(title)
     ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
     return ax
@@ -42,7 +44,7 @@ def plot_entropy(entropy, *, bound: float | None = None, ax=None, normalized: bo
     e = torch.as_tensor(entropy, dtype=torch.float64).numpy()
     L, H = e.shape
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.0, 3.6))
+        _, ax = plt.subplots(figsize=(7.2, 3.6))
     for h in range(H):
         ax.scatter(np.arange(L) + (h - (H - 1) / 2) * 0.06, e[:, h], s=28, alpha=0.8,
                    label=f"head {h}" if H <= 8 else None)
@@ -53,7 +55,7 @@ def plot_entropy(entropy, *, bound: float | None = None, ax=None, normalized: bo
     ax.set_ylabel("normalised entropy (0–1)" if normalized else "mean entropy (nats)")
     ax.set_ylim(bottom=0)
     ax.set_title("Attention entropy: low = focused on few tokens, high = spread out")
-    ax.legend(fontsize=8, loc="best", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 
@@ -71,8 +73,11 @@ def plot_induction(result: InductionResult):
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.0, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
     loss = result.loss.numpy()
     P = result.length
-    a.plot(np.arange(1, len(loss) + 1), loss, color="#1f77b4")
+    a.plot(np.arange(1, len(loss) + 1), loss, color="#1f77b4", alpha=0.6, label="loss at each position")
+    a.plot([1, P - 1], [result.loss_first] * 2, color="black", linewidth=2.5, label="mean per copy")
+    a.plot([P, len(loss)], [result.loss_second] * 2, color="black", linewidth=2.5)
     a.axvline(P - 0.5, color="#888888", linestyle="--")
+    a.legend(fontsize=8, loc="lower left")
     a.text(P / 2, loss.max(), "first copy: random", ha="center", va="top", fontsize=9)
     a.text(P * 1.5, loss.max(), "second copy: a repeat", ha="center", va="top", fontsize=9)
     a.set_xlabel("position of the predicted token")

@@ -25,10 +25,12 @@ def _check_token(cap: AttentionCapture, i: int, what: str = "query") -> int:
 
 
 def token_window(n_tokens: int, centre: int | None, size: int | None) -> tuple[int, int]:
-    """``[lo, hi)`` of at most ``size`` tokens around ``centre`` (a long text stays readable)."""
+    """``[lo, hi)`` of at most ``size`` tokens around ``centre`` (a long text stays readable);
+    the first ``size`` tokens when ``centre`` is None."""
     if size is None or size >= n_tokens:
         return 0, n_tokens
-    centre = n_tokens - 1 if centre is None else centre
+    if centre is None:
+        return 0, size
     lo = min(max(0, centre - size // 2), n_tokens - size)
     return lo, lo + size
 
@@ -45,11 +47,11 @@ def plot_query_bars(cap: AttentionCapture, layer: int, head: int | str, token: i
     w = cap.head(layer, head)
     if direction == "attends_to":
         values, idx = w[token, :token + 1].numpy(), np.arange(token + 1)
-        ylabel = f"weight that {token_label(cap.tokens[token])!r} gives"
+        ylabel = f"weight that '{token_label(cap.tokens[token])}' gives"
         xlabel = "key (attended to)"
     else:
         values, idx = w[token:, token].numpy(), np.arange(token, cap.n_tokens)
-        ylabel = f"weight given to {token_label(cap.tokens[token])!r}"
+        ylabel = f"weight given to '{token_label(cap.tokens[token])}'"
         xlabel = "query (attending)"
     if window is not None and len(idx) > window:  # keep the end nearest the chosen token
         keep = slice(-window, None) if direction == "attends_to" else slice(0, window)
@@ -64,7 +66,7 @@ def plot_query_bars(cap: AttentionCapture, layer: int, head: int | str, token: i
     ax.set_xlabel(xlabel)
     which = "mean of heads" if head == "mean" else f"head {head}"
     verb = "attends to" if direction == "attends_to" else "is attended by"
-    ax.set_title(f"Layer {layer}, {which}: token {token} {token_label(cap.tokens[token])!r} {verb}…")
+    ax.set_title(f"Layer {layer}, {which}: token {token} '{token_label(cap.tokens[token])}' {verb}…")
     return ax
 
 

@@ -108,7 +108,7 @@ def plot_head(cap: AttentionCapture, layer: int, head: int | str = "mean", *, ax
 
 
 def plot_model_view(cap: AttentionCapture, layers: Sequence[int] | None = None,
-                    heads: Sequence[int] | None = None, *, panel: float = 1.9, labels: bool | None = None,
+                    heads: Sequence[int] | None = None, *, panel: float | None = None, labels: bool | None = None,
                     title: str | None = None):
     """All layers × heads as a grid of small heatmaps (the "model view"), one shared 0–1 scale.
 
@@ -119,6 +119,7 @@ def plot_model_view(cap: AttentionCapture, layers: Sequence[int] | None = None,
     heads = list(range(cap.n_head)) if heads is None else list(heads)
     T = cap.n_tokens
     labels = T <= 16 if labels is None else labels
+    panel = min(1.9, 13.0 / max(len(heads), 1), 11.0 / max(len(layers), 1)) if panel is None else panel
     extra = 1.2 if labels else 0.0
     fig, axes = plt.subplots(len(layers), len(heads), squeeze=False, sharex=True, sharey=True,
                              figsize=(min(16.0, 1.0 + extra + panel * len(heads)),
