@@ -1,0 +1,191 @@
+"""Checks for chapter 05, pretraining: the compute estimate, the learning-rate schedule and one
+training step. Each compares the learner's answer with :mod:`minigpt` and names the usual mistake."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+
+from ..config import GPTConfig
+from ..model import GPT
+from ..train import TrainConfig, lr_at
+from . import CheckFailed, fail, passed
+
+__all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "CheckFailed"]
+
+
+def _call(fn: Callable, *args, what: str):
+    with torch.random.fork_rng(devices=[]):
+        try:
+            return fn(*args)
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crash becomes a friendly message
+            fail(f"{what} raised {type(e).__name__}: {e}")
+
+
+def _num(x, what: str) -> float:
+    try:
+        return float(x.item() if isinstance(x, torch.Tensor) else x)
+    except (TypeError, ValueError, RuntimeError):
+        fail(f"{what} should be a number, got {type(x).__name__}")
+        raise
+
+
+def _close(a: float, b: float, rel: float = 1e-6) -> bool:
+    return math.isfinite(a) and abs(a - b) <= rel * max(1.0, abs(b))
+
+
+def check_training_flops(fn: Callable) -> None:
+    """Check ``fn(n_params, iters, batch_size, block_size) -> FLOPs`` = 6 · N · D, with
+    D = iters · batch_size · block_size the number of training tokens."""
+    for n, it, b, t in ((109_056, 300, 16, 64), (124_000_000, 19_073, 512, 1024)):
+        got = _num(_call(fn, n, it, b, t, what="your training_flops"), "the FLOP count")
+        d = it * b * t
+        ref = 6 * n * d
+        if _close(got, ref):
+            continue
+        for value, msg in (
+            (2 * n * d, "2·N·D counts the forward pass only; the backward pass costs about twice the "
+                        "forward, so training is 6·N·D"),
+            (4 * n * d, "4·N·D: add the forward pass (2·N·D) to the backward pass (4·N·D): 6·N·D"),
+            (6 * n * it, "D is the number of tokens, not of steps: D = iters · batch_size · block_size"),
+            (6 * n * it * b, "D counts tokens: each of the batch_size windows holds block_size tokens"),
+            (6 * n * it * t, "D counts tokens: each step sees batch_size windows of block_size tokens"),
+            (6 * n + d, "multiply, don't add: FLOPs = 6 · N · D"),
+        ):
+            if _close(got, value):
+                fail(msg)
+        fail(f"for N={n:,} and {it} steps of {b}×{t} tokens expected 6·N·D = {ref:.4g} FLOPs, got {got:.4g}")
+    passed("training FLOPs ≈ 6 · N · D (2 for the forward pass, 4 for the backward pass)")
+
+
+def check_lr_schedule(fn: Callable) -> None:
+    """Check ``fn(step, max_lr, min_lr, warmup, decay_iters) -> lr`` against
+    :func:`minigpt.train.lr_at`: linear warmup to max_lr (lr = max_lr·(step+1)/(warmup+1)), then a
+    cosine from max_lr to min_lr at ``decay_iters``, and min_lr after that."""
+    max_lr, min_lr, warmup, decay = 1e-3, 1e-4, 10, 100
+    cfg = TrainConfig(learning_rate=max_lr, min_lr=min_lr, warmup_iters=warmup, max_iters=decay)
+    steps = [0, 5, 9, 10, 30, 55, 80, 99, 100, 150]
+    got = [_num(_call(fn, s, max_lr, min_lr, warmup, decay, what="your lr schedule"), "the learning rate")
+           for s in steps]
+    ref = [lr_at(s, cfg) for s in steps]
+    if all(_close(g, r, 1e-6) for g, r in zip(got, ref)):
+        passed("learning rate: linear warmup, cosine decay to min_lr, then constant")
+        return
+    bad = [(s, g, r) for s, g, r in zip(steps, got, ref) if not _close(g, r, 1e-6)]
+    s, g, r = bad[0]
+    if s >= warmup:
+        ratio = (s - warmup) / (decay - warmup)
+        if s <= decay and _close(g, 0.5 * (1 + math.cos(math.pi * ratio)) * max_lr):
+            fail(f"at step {s} the cosine decays to 0, not to min_lr: use "
+                 "min_lr + 0.5·(1 + cos(π·ratio))·(max_lr − min_lr)")
+        if s > decay and _close(g, 0.0):
+            fail(f"after decay_iters (step {s}) the rate should stay at min_lr, not drop to 0")
+        if s <= decay and _close(g, min_lr + 0.5 * (1 + math.cos(math.pi * s / decay)) * (max_lr - min_lr)):
+            fail(f"at step {s}: the cosine should start after the warmup, ratio = (step − warmup)/(decay_iters − warmup)")
+        if _close(g, min_lr + (1 - ratio) * (max_lr - min_lr)):
+            fail(f"at step {s} your decay is linear; use a cosine, 0.5·(1 + cos(π·ratio))")
+        if _close(g, max_lr):
+            fail(f"at step {s} the rate is still max_lr: decay it along a cosine after the warmup")
+    else:
+        if _close(g, max_lr * s / warmup):
+            fail(f"at step {s} the warmup gives {g:.4g}: lr = max_lr·step/warmup starts at 0, so the first "
+                 "step does nothing; use max_lr·(step+1)/(warmup+1) as minigpt does")
+        if _close(g, max_lr):
+            fail(f"no warmup: at step {s} the rate should still be rising, max_lr·(step+1)/(warmup+1)")
+    fail(f"at step {s} expected lr {r:.4g}, got {g:.4g}")
+
+
+def _toy(seed: int = 5) -> GPT:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+
+
+def _ref_step(model, opt, x, y, clip):
+    opt.zero_grad(set_to_none=True)
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+def check_train_step(fn: Callable) -> None:
+    """Check ``fn(model, opt, x, y, clip) -> loss``: one training step. Forward with targets, loss,
+    zero the old gradients, backward, clip the gradient norm to ``clip``, optimizer step; return
+    the loss (a float) computed before the update. It is run for three steps on a toy model."""
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randint(0, 13, (4, 9), generator=g) for _ in range(3)]
+    clip = 0.05  # small, so that clipping always acts
+    models, losses = [], []
+    for who in ("ref", "you"):
+        m = _toy()
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+        ls = []
+        for b in batches:
+            x, y = b[:, :-1], b[:, 1:]
+            if who == "ref":
+                ls.append(_ref_step(m, opt, x, y, clip))
+            else:
+                ls.append(_num(_call(fn, m, opt, x, y, clip, what="your train_step"), "the returned loss"))
+        models.append(m)
+        losses.append(ls)
+    ref_m, you_m = models
+    diff = max((a - b).abs().max().item() for a, b in zip(ref_m.parameters(), you_m.parameters()))
+    if diff < 1e-6 and all(_close(a, b, 1e-5) for a, b in zip(*losses)):
+        passed("training step: zero_grad → forward → loss → backward → clip → AdamW step")
+        return
+    if diff < 1e-6:
+        fail("the weights are right but the returned loss is not: return loss.item() from this step's "
+             "forward pass (before the update)")
+    first = _toy()
+    if all((a - b).abs().max().item() < 1e-7 for a, b in zip(first.parameters(), you_m.parameters())):
+        fail("the weights did not change: call opt.step() after loss.backward()")
+    # replay the usual mistakes and compare
+    def replay(step):
+        m = _toy()
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+        for b in batches:
+            step(m, opt, b[:, :-1], b[:, 1:])
+        return max((a - c).abs().max().item() for a, c in zip(m.parameters(), you_m.parameters()))
+
+    def no_zero(m, opt, x, y):
+        _, loss = m(x, y); loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), clip); opt.step()
+
+    def no_clip(m, opt, x, y):
+        opt.zero_grad(); _, loss = m(x, y); loss.backward(); opt.step()
+
+    def clip_after(m, opt, x, y):
+        opt.zero_grad(); _, loss = m(x, y); loss.backward(); opt.step()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
+
+    def clip_value(m, opt, x, y):
+        opt.zero_grad(); _, loss = m(x, y); loss.backward()
+        torch.nn.utils.clip_grad_value_(m.parameters(), clip); opt.step()
+
+    grads = [q.grad.norm() for q in you_m.parameters() if q.grad is not None]
+    grad_norm = torch.stack(grads).norm().item() if grads else 0.0
+    if replay(no_clip) < 1e-6 and 0 < grad_norm <= clip * 1.001:
+        fail("you clipped after opt.step(), so it had no effect on the update: clip between "
+             "backward and step")
+    for step, msg in (
+        (no_zero, "gradients accumulate across steps: call opt.zero_grad() before loss.backward() "
+                  "(PyTorch adds new gradients to the old ones)"),
+        (no_clip, "no gradient clipping: call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) "
+                  "after backward and before opt.step()"),
+        (clip_after, "you clipped after opt.step(), so it had no effect on the update: clip between "
+                     "backward and step"),
+        (clip_value, "you clipped each gradient value; clip the global norm with clip_grad_norm_"),
+    ):
+        if replay(step) < 1e-6:
+            fail(msg)
+    fail(f"after three steps your weights differ from the reference (largest difference {diff:.3g}); "
+         "the order is zero_grad, forward, backward, clip_grad_norm_, step")

@@ -1,0 +1,166 @@
+"""Checks for chapter 07, sampling: temperature, top-k, top-p (nucleus) and the repetition
+penalty, each compared with :func:`minigpt.sampling.process_logits`, naming the usual mistake."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..sampling import process_logits
+from . import CheckFailed, fail, passed
+
+__all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
+
+
+def _call(fn: Callable, *args, what: str) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        try:
+            out = fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            fail(f"{what} raised {type(e).__name__}: {e}")
+    if not isinstance(out, torch.Tensor):
+        try:
+            out = torch.as_tensor(out)
+        except (TypeError, ValueError, RuntimeError):
+            fail(f"{what} should return a tensor, got {type(out).__name__}")
+    return out.detach().double()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
+    if a.shape != b.shape:
+        return False
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    return bool(torch.equal(fa, fb) and torch.allclose(a[fa], b[fb], atol=atol)
+                and torch.equal(a[~fa], b[~fb]))
+
+
+def _logits(seed: int, V: int = 10) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(V, generator=g, dtype=torch.float64) * 2
+
+
+def check_temperature(fn: Callable) -> None:
+    """Check ``fn(logits, T) -> probs``: softmax(logits / T) for a 1-D logits vector, T > 0."""
+    for seed, T in ((1, 0.5), (2, 2.0), (3, 0.8)):
+        z = _logits(seed)
+        ref = torch.softmax(z / T, -1)
+        got = _call(fn, z, T, what="your temperature function")
+        if got.shape != ref.shape:
+            fail(f"return probabilities of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
+        if _same(got, ref):
+            continue
+        p = torch.softmax(z, -1)
+        for value, msg in (
+            (p / T, "temperature applied after softmax: divide the LOGITS by T, then take the softmax"),
+            ((p / T) / (p / T).sum(), "temperature applied after softmax: dividing probabilities by T and "
+                                     "renormalising changes nothing; divide the logits by T before softmax"),
+            (torch.softmax(z * T, -1), "you multiplied by T; divide the logits by T (T < 1 sharpens)"),
+            (z / T, "return probabilities: softmax(logits / T), not the scaled logits"),
+            (p, "the temperature had no effect: divide the logits by T before the softmax"),
+            (torch.exp(z / T), "forgot to renormalise: divide exp(logits / T) by its sum (use softmax)"),
+        ):
+            if msg and _same(got, value):
+                fail(msg)
+        fail(f"for T={T} your probabilities differ from softmax(logits / T)")
+    passed("temperature: softmax(logits / T) — T < 1 sharpens, T > 1 flattens")
+
+
+def check_top_k(fn: Callable) -> None:
+    """Check ``fn(logits, k) -> logits``: keep the k largest logits, set the others to -inf."""
+    for seed, k in ((4, 3), (5, 1), (6, 7)):
+        z = _logits(seed)
+        ref = process_logits(z[None], top_k=k)[0].double()
+        got = _call(fn, z, k, what="your top-k function")
+        if got.shape != ref.shape:
+            fail(f"return logits of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
+        if _same(got, ref):
+            continue
+        kept = int(torch.isfinite(got).sum())
+        if _same(got, torch.softmax(ref, -1)):
+            fail("return the filtered LOGITS (removed ones -inf), not probabilities")
+        if kept == k and set(torch.isfinite(got).nonzero().flatten().tolist()) == set(z.topk(k, largest=False).indices.tolist()):
+            fail("you kept the k SMALLEST logits; keep the k largest (torch.topk returns the largest)")
+        if kept in (k - 1, k + 1):
+            fail(f"off by one: you kept {kept} tokens, top-k keeps exactly k = {k}")
+        if bool((got[~torch.isfinite(ref)] == 0).all()) and kept == len(z):
+            fail("removed tokens must get -inf (probability 0 after softmax), not 0 (a logit of 0 is likely)")
+        fail(f"for k={k} your logits differ: keep the {k} largest unchanged and set the rest to -inf")
+    passed("top-k keeps exactly the k largest logits, the rest get -inf")
+
+
+def _top_p_ref(probs: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.softmax(process_logits(probs.log()[None], top_p=p)[0].double(), -1)
+
+
+def check_top_p(fn: Callable) -> None:
+    """Check ``fn(probs, p) -> probs``: nucleus sampling on a 1-D probability vector. Keep the
+    smallest set of most likely tokens whose total probability is at least p (the token that
+    crosses p is kept), zero the others and renormalise so the result sums to 1."""
+    cases = ((torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15], dtype=torch.float64), 0.75),
+             (torch.softmax(_logits(7), -1), 0.9), (torch.softmax(_logits(8), -1), 0.5),
+             (torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64), 0.3))
+    for probs, p in cases:
+        ref = _top_p_ref(probs, p)
+        got = _call(fn, probs, p, what="your top-p function")
+        if got.shape != ref.shape:
+            fail(f"return probabilities of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
+        if _same(got, ref):
+            continue
+        order = probs.argsort(descending=True)
+        kept_ref = ref > 0
+        n_ref = int(kept_ref.sum())
+        if abs(float(got.sum()) - 1) > 1e-6 and _same(got / got.sum(), ref):
+            fail("forgot to renormalise: after zeroing the dropped tokens divide by the kept mass, "
+                 "so that the probabilities sum to 1")
+        kept = got > 0
+        n = int(kept.sum())
+        fewer = torch.zeros_like(probs, dtype=torch.bool)
+        fewer[order[:n_ref - 1]] = True
+        if n_ref > 1 and torch.equal(kept, fewer):
+            fail("top-p excluded the token that crosses p: keep tokens until the kept mass reaches p, "
+                 "including the one that makes it ≥ p (in sorted order: cumsum − prob < p)")
+        unsorted = torch.cumsum(probs, -1) - probs < p
+        if torch.equal(kept, unsorted) and not torch.equal(unsorted, kept_ref):
+            fail("sort the probabilities in descending order before the cumulative sum; the nucleus is "
+                 "made of the MOST likely tokens")
+        more = torch.zeros_like(probs, dtype=torch.bool)
+        more[order[:n_ref + 1]] = True
+        if torch.equal(kept, more):
+            fail("you kept one token too many: stop at the first token whose cumulative mass reaches p")
+        fail(f"for p={p} your result differs: keep the smallest set of most likely tokens with mass ≥ p, "
+             "then renormalise")
+    passed("top-p keeps the smallest set of most likely tokens with mass ≥ p, renormalised")
+
+
+def check_repetition_penalty(fn: Callable) -> None:
+    """Check ``fn(logits, prev_ids, penalty) -> logits`` (CTRL): for each distinct token in
+    ``prev_ids``, a positive logit is divided by the penalty, a negative one multiplied by it."""
+    z = _logits(9)
+    z[2], z[5] = 1.5, -1.2  # one positive and one negative seen token
+    prev = torch.tensor([2, 5, 2, 7], dtype=torch.long)
+    for penalty in (1.3, 2.0):
+        ref = process_logits(z[None], repetition_penalty=penalty, prev_ids=prev[None])[0].double()
+        got = _call(fn, z, prev, penalty, what="your repetition penalty")
+        if got.shape != ref.shape:
+            fail(f"return logits of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
+        if _same(got, ref):
+            continue
+        div = z.clone()
+        div[prev.unique()] /= penalty
+        if _same(got, div):
+            fail("a negative logit divided by the penalty gets LARGER (closer to 0), making the token more "
+                 "likely; multiply negative logits by the penalty, divide positive ones")
+        twice = z.clone()
+        for t in prev.tolist():
+            twice[t] = twice[t] / penalty if twice[t] > 0 else twice[t] * penalty
+        if _same(got, twice):
+            fail("you penalised a token once per occurrence; penalise each distinct seen token once")
+        sub = z.clone()
+        sub[prev.unique()] -= penalty
+        if _same(got, sub):
+            fail("the CTRL penalty divides (or multiplies) the logit by the penalty; you subtracted it")
+        fail(f"for penalty {penalty} your logits differ from the CTRL rule")
+    passed("repetition penalty: positive logits / penalty, negative logits × penalty, each seen token once")
