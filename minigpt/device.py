@@ -17,6 +17,24 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
     ``prefer`` (or the environment variable ``MINIGPT_DEVICE``) overrides the choice, e.g.
     ``"cpu"`` or ``"cuda:1"``; asking for a device that is not available raises a clear error.
+
+    Apple GPUs (MPS, ``torch.backends.mps``): chosen when there is no CUDA GPU, on an Apple
+    silicon Mac with a PyTorch built for it. What the package does there, and why:
+
+    * float32 by default (``dtype="auto"``): MPS has no float64 at all, and bfloat16 autocast
+      needs macOS 14 or newer; ask for ``--dtype bfloat16`` or ``float16`` explicitly;
+    * AdamW uses the ``foreach`` implementation (``fused="auto"`` picks fused only on CUDA/CPU);
+    * ``torch.compile`` stays off (its MPS backend is experimental), and so does DDP (MPS has no
+      collective backend: :mod:`minigpt.distributed` refuses it with a clear message);
+    * known wrong results: ``torch.multinomial`` on MPS can return indices whose probability is
+      exactly zero, i.e. tokens removed by top-k / top-p (pytorch/pytorch#136623, #192577, seen
+      with torch 2.13 on macOS 15). Draw the sample on the CPU there (a (B, V) copy per token is
+      cheap); beam search's float64 scores likewise belong on the CPU.
+
+    The check: :func:`check_device` runs the same tiny GPT forward and backward pass on the
+    device and on the CPU and compares logits, loss and gradients, and draws many top-k samples
+    to catch a zero-probability token. Run ``python -c "import minigpt.device as d;
+    print(d.check_device('mps'))"`` after upgrading macOS or PyTorch.
     """
     prefer = prefer or os.environ.get("MINIGPT_DEVICE") or None
     if prefer:
@@ -67,3 +85,39 @@ def setup_notebook(seed: int = 1337, threads: int = 2, quiet: bool = True) -> to
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
     return torch.device(os.environ.get("MINIGPT_DEVICE", "cpu"))
+
+
+def check_device(device: str | torch.device, draws: int = 2000, atol: float = 1e-4) -> dict[str, float]:
+    """Compare a tiny GPT on ``device`` with the CPU; raise ``AssertionError`` on a wrong result.
+
+    Returns the largest absolute differences (logits, loss, gradients) and the number of
+    sampled token ids that had probability zero (must be 0). Runs in well under a second.
+    """
+    from .config import GPTConfig
+    from .model import GPT
+
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    x = torch.randint(50, (4, 16), generator=gen)
+    y = torch.randint(50, (4, 16), generator=gen)
+    results = []
+    for dev in (torch.device("cpu"), device):
+        m = GPT(model.config).to(dev)
+        m.load_state_dict(model.state_dict())
+        logits, loss = m(x.to(dev), y.to(dev))
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in m.parameters()]).cpu()
+        results.append((logits.detach().cpu(), loss.detach().cpu(), grads))
+    (l0, s0, g0), (l1, s1, g1) = results
+    probs = torch.softmax(torch.randn(draws, 50, generator=gen), dim=-1)
+    probs[:, 10:] = 0.0  # a top-10 filtered distribution
+    picks = torch.multinomial(probs.to(device), 1).cpu()
+    out = {"logits": (l0 - l1).abs().max().item(), "loss": (s0 - s1).abs().item(),
+           "grads": (g0 - g1).abs().max().item(), "zero_prob_samples": int((picks >= 10).sum())}
+    bad = {k: v for k, v in out.items() if (v > 0 if k == "zero_prob_samples" else v > atol)}
+    if bad:
+        raise AssertionError(f"device {device} disagrees with the CPU: {bad} (tolerance {atol}); "
+                             "use --device cpu, or see pick_device's notes")
+    return out

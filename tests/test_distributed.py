@@ -133,3 +133,13 @@ def test_cuda_nccl_ddp_one_process_equals_plain_training(tmp_path):
     want = _weights(tmp_path / "p")
     for name, w in _weights(tmp_path / "d").items():
         torch.testing.assert_close(w, want[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_check_device_compares_with_cpu_and_catches_zero_probability_samples(monkeypatch):
+    from minigpt.device import check_device
+
+    assert check_device("cpu") == {"logits": 0.0, "loss": 0.0, "grads": 0.0, "zero_prob_samples": 0}
+    # a device whose sampler picks a filtered-out (zero-probability) token
+    monkeypatch.setattr(torch, "multinomial", lambda p, n, **kw: torch.full((p.size(0), n), 11))
+    with pytest.raises(AssertionError, match="zero_prob_samples"):
+        check_device("cpu")
