@@ -237,6 +237,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _train(a: argparse.Namespace, main: bool) -> int:
     from tqdm.auto import tqdm
 
+    from . import distributed
+
     from .checkpoint import atomic_write_text, load_checkpoint
     from .config import GPTConfig
     from .data import encode_corpus
@@ -298,7 +300,9 @@ def _train(a: argparse.Namespace, main: bool) -> int:
     seconds = history.evals[-1]["elapsed_s"] if history.evals else time.perf_counter() - t0
     last = history.evals[-1]
     final = {**last, "bpc": _bpc(last["val_loss"], len(val_ids), len(val_text))}
-    card = _card(o, gcfg, model.num_params(), data_info, final, seconds, _hardware(device))
+    world = distributed.dist_info().world_size
+    hw = _hardware(device) + (f" × {world} processes (DDP)" if world > 1 else "")
+    card = _card(o, gcfg, model.num_params(), data_info, final, seconds, hw)
     atomic_write_text(out / "README.md", card)
     print(f"final val loss {last['val_loss']:.4f} ({final['bpc']:.4f} bits/char) in {seconds:.1f} s")
     return 0

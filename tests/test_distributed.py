@@ -61,6 +61,7 @@ def test_two_gloo_processes_equal_one_process_and_resume(tmp_path):
     resumed = _torchrun(2, "--out", str(ddp), "--resume", "--max-iters", "6")
     assert resumed.stdout.count("final val loss") == 1
     assert json.loads((ddp / "meta.json").read_text())["step"] == 6
+    assert "× 2 processes (DDP)" in (ddp / "README.md").read_text()
 
     assert main(["train", "--corpus", str(text), *TINY, "--max-iters", "6", "--out", str(single)]) == 0
     got, want = _weights(ddp), _weights(single)
