@@ -169,5 +169,11 @@ def test_long_text_draws_only_a_window(browser_page, tmp_path):
     assert page.locator("#heatmap rect[data-i]").count() == 64 * 64
     box = page.eval_on_selector("#strip", "e => [e.scrollHeight, e.clientHeight]")
     assert box[0] > box[1], "a long text scrolls inside its box instead of growing the page"
+    page.fill("#token", "250")  # the range input: select a token far down the text
+    page.dispatch_event("#token", "input")
+    visible = page.eval_on_selector("#strip", """s => { const t = s.querySelectorAll('.tok')[250];
+        return t.offsetTop >= s.scrollTop && t.offsetTop + t.offsetHeight <= s.scrollTop + s.clientHeight; }""")
+    assert visible, "the selected token is scrolled into view"
+    assert page.get_attribute("body", "data-state").split(",")[4:] == ["192", "256"]  # the 64-token window, at the end
     assert not errors, f"JavaScript errors: {errors}"
     page.close()

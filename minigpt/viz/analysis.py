@@ -22,7 +22,9 @@ from .capture import attention_weights
 
 
 def _as_weights(weights) -> torch.Tensor:
-    w = torch.as_tensor(weights).detach().to(torch.float64).cpu()
+    w = torch.as_tensor(weights).detach().cpu()
+    if not w.is_floating_point():
+        w = w.double()
     if w.dim() < 2 or w.shape[-1] != w.shape[-2]:
         raise ValueError(f"need square attention weights (..., T, T), got shape {tuple(w.shape)}")
     return w

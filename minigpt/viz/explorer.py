@@ -30,11 +30,11 @@ class AttentionExplorer(widgets.VBox):
         cfg = model.config
         self.text = widgets.Textarea(value=text, description="text", continuous_update=False,
                                      layout=widgets.Layout(width="95%", height="4em"))
-        self.layer = widgets.Dropdown(options=[(f"layer {l}", l) for l in range(cfg.n_layer)], value=layer,
-                                      description="layer", layout=widgets.Layout(width="12em"))
-        head_opts = [(f"head {h}", h) for h in range(cfg.n_head)] + [("mean of heads", "mean"), ("all heads", "all")]
+        self.layer = widgets.Dropdown(options=[(str(l), l) for l in range(cfg.n_layer)], value=layer,
+                                      description="layer", layout=widgets.Layout(width="11em"))
+        head_opts = [(str(h), h) for h in range(cfg.n_head)] + [("mean of heads", "mean"), ("all heads", "all")]
         self.head = widgets.Dropdown(options=head_opts, value=head, description="head",
-                                     layout=widgets.Layout(width="14em"))
+                                     layout=widgets.Layout(width="15em"))
         self.token = widgets.Dropdown(options=[("0", 0)], value=0, description="token",
                                       layout=widgets.Layout(width="18em"))
         self.direction = widgets.ToggleButtons(options=[("attends to →", "attends_to"), ("← attended by", "attended_by")],

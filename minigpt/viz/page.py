@@ -22,6 +22,7 @@ body { margin: 16px; }
 .mgpt .grid canvas.sel { border-color: #d62728; }
 .mgpt .grid .hdr { font-size: 11px; color: #555; }
 .mgpt .tok.hov { outline: 2px dashed #ff7f0e; }
+.mgpt #strip { position: relative; }
 """
 
 PAGE_JS = r"""
@@ -118,6 +119,9 @@ PAGE_JS = r"""
       sp.title = k + ": " + label(D.tokens[k], 30) + " \u2014 " + v[k].toFixed(3);
       sp.classList.toggle("sel", k === S.token);
     });
+    const sel = spans[S.token];  // keep the selected token visible inside the scrolling strip
+    if (sel.offsetTop < strip.scrollTop || sel.offsetTop + sel.offsetHeight > strip.scrollTop + strip.clientHeight)
+      strip.scrollTop = Math.max(0, sel.offsetTop - strip.clientHeight / 2);
     const [lo, hi] = windowRange();
     $("heatmap").innerHTML = heatmap(lo, hi);
     const verb = S.dir === "attends_to" ? "attends to" : "is attended by";
