@@ -3,13 +3,44 @@
 Each chapter has its own module (``minigpt.checks.ch02`` …) built on the helpers here. A check
 prints one line starting with ``✅`` when the answer is right, and raises :class:`CheckFailed`
 with a message that names what is wrong (and, where we can tell, the likely mistake) otherwise.
+
+The inputs are drawn from private generators with fixed seeds (see :func:`seeded`), so a check
+gives the same verdict on every machine. Hidden tests (``### BEGIN HIDDEN TESTS`` in the solution
+notebooks, run by the autograder) call the same checks inside :func:`hidden_inputs`: other seeds,
+no output, so an answer tuned to the visible inputs does not pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+_hidden = {"offset": 0, "quiet": False}
+
+
+def seeded(seed: int) -> int:
+    """The seed a check uses for its inputs: ``seed`` itself, or a shifted one in hidden tests."""
+    return seed + _hidden["offset"]
+
+
+@contextmanager
+def hidden_inputs(offset: int = 7919) -> Iterator[None]:
+    """Run the checks inside on different random inputs (seeds shifted by ``offset``), silently.
+
+    Used by the hidden tests of the solution notebooks::
+
+        with hidden_inputs():
+            ch02.check_attention(my_attention)
+    """
+    saved = dict(_hidden)
+    _hidden.update(offset=offset, quiet=True)
+    try:
+        yield
+    finally:
+        _hidden.update(saved)
 
 
 class CheckFailed(AssertionError):
@@ -18,7 +49,8 @@ class CheckFailed(AssertionError):
 
 def passed(message: str) -> None:
     """Report a passed check (one line, so notebook outputs stay short and reproducible)."""
-    print(f"✅ {message}")
+    if not _hidden["quiet"]:
+        print(f"✅ {message}")
 
 
 def fail(message: str) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
 
@@ -92,7 +92,7 @@ def check_attention(fn: Callable) -> None:
     ``fn`` returns the output ``softmax(QKᵀ/√d_k + mask)·V`` of shape (..., T, d_v), or a
     tuple ``(output, weights)``; ``mask`` is boolean, True where a query may attend.
     """
-    g = torch.Generator().manual_seed(2024)
+    g = torch.Generator().manual_seed(seeded(2024))
     B, H, T, d_k, d_v = 2, 3, 7, 16, 5  # d_v != T and != d_k, so shape mistakes show
     q = torch.randn(B, H, T, d_k, generator=g) * 1.5
     k = torch.randn(B, H, T, d_k, generator=g) * 1.5
@@ -163,7 +163,7 @@ def check_causal_mask(fn: Callable) -> None:
 
 def check_split_heads(fn: Callable) -> None:
     """Check ``fn(x, n_head)``: (B, T, C) -> (B, n_head, T, C // n_head)."""
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(seeded(7))
     B, T, C, nh = 2, 5, 12, 3
     x = torch.randn(B, T, C, generator=g)
     got = _tensor(_call(fn, x.clone(), nh, what="your split_heads function"), "the split heads")
@@ -190,7 +190,7 @@ def check_multi_head(fn: Callable) -> None:
     ``attn.n_head``), compared with ``attn(x)``."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_embd=16)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(11)
+        torch.manual_seed(seeded(11))
         attn = CausalSelfAttention(cfg).eval()
         with torch.no_grad():  # non-zero biases, so a forgotten bias shows
             for p in attn.parameters():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..model import GPT, Block, FeedForward
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "CheckFailed"]
 
@@ -56,7 +56,7 @@ def check_ffn(fn: Callable) -> None:
     Compared with :class:`minigpt.FeedForward` with ``activation="relu"``, whose ``nn.Linear``
     layers store the transposed matrices (``c_fc.weight = W1ᵀ``).
     """
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seeded(3))
     C = 8
     x = torch.randn(2, 5, C, generator=g)
     W1, b1 = torch.randn(C, 4 * C, generator=g) * 0.5, torch.randn(4 * C, generator=g)
@@ -115,7 +115,7 @@ def check_gelu(fn: Callable) -> None:
 
 def check_layernorm(fn: Callable) -> None:
     """Check ``fn(x, gamma, beta, eps=1e-5)``: LayerNorm over the last dimension, as nn.LayerNorm."""
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(seeded(5))
     C = 6
     x = torch.randn(3, 4, C, generator=g) * 3 + 2
     x[0, 0] = 2 + 0.003 * x[0, 0]  # a nearly constant vector, where eps matters
@@ -165,7 +165,7 @@ def check_block(fn: Callable) -> None:
     returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(13)
+        torch.manual_seed(seeded(13))
         block = Block(cfg).eval()
         with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
             for p in block.parameters():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..objective import lm_loss, sequence_logprob, shift_for_lm
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
            "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
@@ -61,7 +61,7 @@ def _toy_model(seed: int = 17) -> GPT:
     """A small GPT with large random weights, so its conditionals are far from uniform."""
     cfg = GPTConfig(vocab_size=11, block_size=12, n_layer=1, n_head=2, n_embd=16)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seeded(seed))
         model = GPT(cfg).eval()
         with torch.no_grad():
             model.transformer.wte.weight.normal_(0.0, 1.0)
@@ -72,7 +72,7 @@ def check_sequence_logprob(fn: Callable) -> None:
     """Check ``fn(model, ids) -> float``: log P(w_2 … w_n | w_1) by the chain rule, the sum over
     positions of the log-probability the model gives each next token (``ids`` a 1-D tensor)."""
     model = _toy_model()
-    g = torch.Generator().manual_seed(23)
+    g = torch.Generator().manual_seed(seeded(23))
     ids = torch.randint(0, model.config.vocab_size, (9,), generator=g)
     ref = float(sequence_logprob(model, ids))
     with torch.no_grad():
@@ -108,7 +108,7 @@ def check_sequence_logprob(fn: Callable) -> None:
 
 def check_shift(fn: Callable) -> None:
     """Check ``fn(ids) -> (x, y)`` for ids (B, T+1): inputs x = ids[:, :-1], targets y = ids[:, 1:]."""
-    g = torch.Generator().manual_seed(29)
+    g = torch.Generator().manual_seed(seeded(29))
     ids = torch.randint(0, 50, (3, 9), generator=g)
     out = _call(fn, ids.clone(), what="your shift function")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -138,7 +138,7 @@ def check_shift(fn: Callable) -> None:
 def check_cross_entropy(fn: Callable) -> None:
     """Check ``fn(logits, targets)``: mean over positions of -log softmax(logits)[target],
     logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
-    g = torch.Generator().manual_seed(31)
+    g = torch.Generator().manual_seed(seeded(31))
     B, T, V = 2, 6, 9
     logits = torch.randn(B, T, V, generator=g) * 2
     targets = torch.randint(0, V, (B, T), generator=g)
@@ -215,7 +215,7 @@ def check_bits_per_char(fn: Callable) -> None:
 def check_bigram_probs(fn: Callable) -> None:
     """Check ``fn(ids, vocab_size, alpha) -> P`` (V, V): P[a, b] = P(next = b | current = a) with
     add-alpha smoothing, (count(a→b) + alpha) / (count(a→·) + alpha·V)."""
-    g = torch.Generator().manual_seed(37)
+    g = torch.Generator().manual_seed(seeded(37))
     V, alpha = 7, 0.5
     ids = torch.randint(0, V - 1, (200,), generator=g)  # token V-1 never occurs: its row needs smoothing
     counts = torch.zeros(V, V, dtype=torch.float64)

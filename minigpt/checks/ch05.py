@@ -12,7 +12,7 @@ import torch
 from ..config import GPTConfig
 from ..model import GPT
 from ..train import TrainConfig, lr_at
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "CheckFailed"]
 
@@ -102,7 +102,7 @@ def check_lr_schedule(fn: Callable) -> None:
 
 def _toy(seed: int = 5) -> GPT:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seeded(seed))
         return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
 
 
@@ -119,7 +119,7 @@ def check_train_step(fn: Callable) -> None:
     """Check ``fn(model, opt, x, y, clip) -> loss``: one training step. Forward with targets, loss,
     zero the old gradients, backward, clip the gradient norm to ``clip``, optimizer step; return
     the loss (a float) computed before the update. It is run for three steps on a toy model."""
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seeded(3))
     batches = [torch.randint(0, 13, (4, 9), generator=g) for _ in range(3)]
     clip = 0.05  # small, so that clipping always acts
     models, losses = [], []

@@ -15,7 +15,7 @@ from ..finetune import LoRALinear, add_lora, count_parameters, sft_example
 from ..model import GPT
 from ..config import GPTConfig
 from ..objective import IGNORE_INDEX
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_sft_targets", "check_lora_forward", "check_lora_init", "check_lora_count", "CheckFailed"]
 
@@ -85,7 +85,7 @@ def check_sft_targets(fn: Callable) -> None:
 
 def check_lora_forward(fn: Callable) -> None:
     """Check ``fn(x, W, b, A, B, alpha, r)`` = x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ."""
-    g = torch.Generator().manual_seed(6)
+    g = torch.Generator().manual_seed(seeded(6))
     d_in, d_out, r, alpha = 6, 5, 2, 8.0  # alpha / r = 4, so a missing or inverted scale shows
     x = torch.randn(3, 4, d_in, generator=g)
     base = torch.nn.Linear(d_in, d_out)

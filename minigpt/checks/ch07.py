@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ..sampling import process_logits
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
 
@@ -38,7 +38,7 @@ def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
 
 
 def _logits(seed: int, V: int = 10) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seeded(seed))
     return torch.randn(V, generator=g, dtype=torch.float64) * 2
 
 

@@ -12,13 +12,13 @@ from typing import Callable
 import torch
 
 from ..viz.analysis import attention_rollout, first_token_score, previous_token_score
-from . import CheckFailed, fail, passed
+from . import CheckFailed, fail, passed, seeded
 
 __all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "CheckFailed"]
 
 
 def _causal_random(shape, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seeded(seed))
     T = shape[-1]
     s = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
     return torch.softmax(s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")), -1)
