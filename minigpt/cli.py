@@ -316,7 +316,8 @@ def cmd_sample(a: argparse.Namespace) -> int:
     if ckpt.tokenizer is None:
         raise ValueError(f"checkpoint {a.ckpt} has no tokenizer.json, so text cannot be encoded")
     prompt = a.prompt.replace("\\n", "\n")  # let a shell user type \n for a newline
-    texts = generate_text(ckpt.model, ckpt.tokenizer, prompt, a.max_new_tokens, temperature=a.temperature,
+    texts = generate_text(ckpt.model, ckpt.tokenizer, prompt, a.max_new_tokens, do_sample=a.temperature > 0,
+                          temperature=a.temperature or 1.0,
                           top_k=a.top_k, top_p=a.top_p, seed=a.seed, num_samples=a.num_samples)
     for i, text in enumerate(texts):
         if i:

@@ -5,16 +5,18 @@ The logits of the next token go through the same stages as in Hugging Face ``tra
 
 1. **repetition penalty** (CTRL): for every token already in the sequence (prompt included), a
    positive logit is divided by the penalty and a negative one multiplied by it;
-2. **temperature**: logits / T (T < 1 sharpens, T > 1 flattens); **T = 0 means greedy**;
+2. **temperature**: logits / T (T < 1 sharpens, T > 1 flattens); as T -> 0 only the argmax is
+   left, so in :func:`process_logits` T = 0 means that limit, and sampling at T = 0 is an error
+   (use ``do_sample=False``);
 3. **top-k**: keep the k largest logits;
 4. **top-p** (nucleus): keep the smallest set of most likely tokens whose probability mass is
    at least p (the most likely token is always kept);
 5. **min-p**: keep tokens whose probability is at least ``min_p`` times the top probability;
 6. softmax, then one draw from the distribution (``torch.multinomial``).
 
-Removed tokens get logit ``-inf`` (probability 0). Greedy decoding (``do_sample=False`` or
-``temperature=0``) applies the repetition penalty and takes the argmax; the other stages never
-change the argmax, so they are skipped.
+Removed tokens get logit ``-inf`` (probability 0). Greedy decoding (``do_sample=False``) applies
+the repetition penalty and takes the argmax; the other stages never change the argmax, so they
+are skipped.
 
 The KV cache computes each position's keys and values once: the prompt is run once (prefill),
 then one token per step. GPT-2 style models have *learned absolute* position embeddings, so the
@@ -227,7 +229,8 @@ def generate(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tokens
             mode (no dropout) and its training flag is restored afterwards.
         idx: the prompt ids, (T,), (B, T) or a list of ints.
         max_new_tokens: how many tokens to add (>= 0).
-        temperature: logits / temperature before sampling; ``0`` means greedy.
+        temperature: logits / temperature before sampling (> 0 when ``do_sample``; the limit
+            T -> 0 is greedy decoding, which is ``do_sample=False``).
         top_k, top_p, min_p, repetition_penalty: see :func:`process_logits` (None / 1.0 = off).
         do_sample: False for greedy decoding (argmax after the repetition penalty).
         num_samples: continuations per prompt; rows come out as prompt 0's samples, then prompt 1's…
@@ -243,6 +246,9 @@ def generate(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tokens
         ``max_new_tokens`` unless every row hit a stop string earlier.
     """
     _check_args(temperature, top_k, top_p, min_p, repetition_penalty)
+    if do_sample and temperature == 0:
+        raise ValueError("temperature=0 with do_sample=True cannot sample (every token but one has probability 0); "
+                         "for greedy decoding pass do_sample=False, or use a temperature > 0")
     _check_count("max_new_tokens", max_new_tokens, 0)
     _check_count("num_samples", num_samples, 1)
     stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -256,7 +262,7 @@ def generate(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tokens
     idx = _as_batch(idx, device)
     if num_samples > 1:
         idx = idx.repeat_interleave(num_samples, dim=0)  # (B * num_samples, T)
-    greedy = not do_sample or temperature == 0
+    greedy = not do_sample
     gen = torch.Generator(device=device).manual_seed(seed) if (seed is not None and not greedy) else None
     T0 = idx.size(1)
     finished = [False] * idx.size(0)

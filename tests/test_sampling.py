@@ -203,7 +203,10 @@ def test_greedy_equals_naive_loop_past_block_size(model):
     want = naive_greedy(model, prompt, 30)  # 35 tokens > block_size 16
     for use_cache in (True, False):
         assert torch.equal(generate(model, prompt, 30, do_sample=False, use_cache=use_cache), want)
-    assert torch.equal(generate(model, prompt, 30, temperature=0), want)  # temperature 0 = greedy
+    # the limit T -> 0 of sampling is greedy decoding; T = 0 itself cannot sample and says so
+    assert torch.equal(generate(model, prompt, 30, temperature=1e-6, seed=0), want)
+    with pytest.raises(ValueError, match="do_sample=False"):
+        generate(model, prompt, 30, temperature=0)
 
 
 @pytest.mark.parametrize("kw", [
