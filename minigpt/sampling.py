@@ -263,7 +263,10 @@ def generate(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tokens
     if num_samples > 1:
         idx = idx.repeat_interleave(num_samples, dim=0)  # (B * num_samples, T)
     greedy = not do_sample
-    gen = torch.Generator(device=device).manual_seed(seed) if (seed is not None and not greedy) else None
+    # torch.multinomial on MPS can return zero-probability tokens (see minigpt.device.pick_device):
+    # draw there on the CPU, from a (B, V) copy of the probabilities
+    draw_on = torch.device("cpu") if device.type == "mps" else device
+    gen = torch.Generator(device=draw_on).manual_seed(seed) if (seed is not None and not greedy) else None
     T0 = idx.size(1)
     finished = [False] * idx.size(0)
 
@@ -277,7 +280,8 @@ def generate(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tokens
             else:
                 logits = process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                         min_p=min_p, repetition_penalty=repetition_penalty, prev_ids=idx)
-                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)  # (B,)
+                probs = torch.softmax(logits, dim=-1).to(draw_on)  # (B, V)
+                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(device)  # (B,)
             idx = torch.cat([idx, nxt[:, None]], dim=1)  # (B, T + step + 1)
             if stops:
                 for r in range(idx.size(0)):
@@ -353,14 +357,15 @@ def beam_search(model: nn.Module, idx: torch.Tensor | Sequence[int], max_new_tok
     if beams.size(0) != 1:
         raise ValueError(f"beam_search continues one prompt: idx must be (T,) or (1, T), got {tuple(beams.shape)}")
     T0 = beams.size(1)
-    beam_lp = torch.zeros(1, dtype=torch.float64, device=device)  # (n_live,) sum of log-probabilities
+    score_on = torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
+    beam_lp = torch.zeros(1, dtype=torch.float64, device=score_on)  # (n_live,) sum of log-probabilities
     finished: list[tuple[torch.Tensor, float]] = []
 
     with _eval_mode(model):
         next_logits = _NextLogits(model, use_cache)
         for step in range(max_new_tokens):
             n = step + 1  # generated length after this step
-            logp = torch.log_softmax(next_logits(beams).double(), dim=-1)  # (n_live, V)
+            logp = torch.log_softmax(next_logits(beams).to(score_on).double(), dim=-1)  # (n_live, V)
             cand = (beam_lp[:, None] + logp).reshape(-1)  # (n_live * V,)
             order = cand.sort(descending=True, stable=True).indices[: 2 * num_beams]
             keep_rows, keep_tokens, keep_lp = [], [], []
