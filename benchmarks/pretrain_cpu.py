@@ -57,7 +57,7 @@ BASELINE = dict(
 # The tuned recipe: see benchmarks/README.md for how it was chosen.
 TUNED = dict(
     model=dict(n_layer=3, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-    train=dict(max_iters=700, batch_size=24, learning_rate=3e-3, min_lr=1e-4, warmup_iters=50,
+    train=dict(max_iters=550, batch_size=32, learning_rate=6e-3, min_lr=6e-4, warmup_iters=30,
                beta2=0.99, weight_decay=0.1, grad_clip=1.0, fused=True),
     threads=2,
 )
