@@ -18,6 +18,7 @@ Usage::
     python benchmarks/generate.py                 # ~2-3 min on a quiet 2-core CPU
     python benchmarks/generate.py --quick         # 2 repeats
     python benchmarks/generate.py --threads 1 --profile
+    python benchmarks/generate.py --block-size 512   # random weights, context 512: where the cache pays
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 
 import minigpt
+from minigpt.model import GPT, GPTConfig
 from minigpt.sampling import generate
 
 RESULTS = Path(__file__).parent / "results"
@@ -99,8 +101,13 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="2 repeats")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="break down one cached full-context run")
-    p.add_argument("--out", default=str(RESULTS / "generate"), help="results path without extension")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="instead of the reference model: a randomly initialised model of its shape with context N "
+                        "(shows how the cache's advantage grows with the context); default lengths N/2,N")
+    p.add_argument("--out", default=None, help="results path without extension (default results/generate[_ctxN])")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = str(RESULTS / ("generate" if a.block_size is None else f"generate_ctx{a.block_size}"))
     repeats = 2 if a.quick else a.repeats
     lines = []
 
@@ -111,10 +118,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     ckpt = minigpt.pretrained()
     model, tok = ckpt.model.eval(), ckpt.tokenizer
-    cfg = model.config
     prompt = torch.tensor([tok.encode("\n")[:1]], dtype=torch.long)  # 1 token, batch 1
     lengths = [int(x) for x in a.lengths.split(",")]
-    log(f"generate: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; reference model "
+    what = "reference model"
+    if a.block_size is not None:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**{**model.config.to_dict(), "block_size": a.block_size})).eval()
+        what = "random-init model of the reference shape"
+        if a.lengths == p.get_default("lengths"):
+            lengths = [a.block_size // 2, a.block_size]
+    cfg = model.config
+    log(f"generate: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; {what} "
         f"{cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}C, vocab {cfg.vocab_size}, block_size {cfg.block_size}, "
         f"{model.num_params():,} params; batch 1, greedy, 1-token prompt, {repeats} repeats; load {os.getloadavg()}")
     for use_cache in (True, False):  # warm-up
@@ -158,6 +172,7 @@ def main(argv=None) -> int:
     if bs in lengths and max(lengths) > bs:
         n2 = max(lengths)
         dc, du = med[(n2, True)] - med[(bs, True)], med[(n2, False)] - med[(bs, False)]
+        dc, du = max(dc, 1e-9), max(du, 1e-9)  # noise can make a difference of medians <= 0
         res["beyond_context"] = {"tokens": n2 - bs, "cached_tokens_per_s": round((n2 - bs) / dc, 1),
                                  "uncached_tokens_per_s": round((n2 - bs) / du, 1), "speedup": round(du / dc, 2)}
         summary.append(f"beyond the context (tokens {bs + 1}-{n2}): cached {(n2 - bs) / dc:,.0f} tok/s, uncached "
@@ -180,7 +195,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    md = [f"# generate ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
+    md = [f"# generate, {what} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
           f"{a.threads} threads, {os.cpu_count()} CPUs)", "", table, ""] + [f"- {s}" for s in summary]
     if "profile" in res:
         pr = res["profile"]
