@@ -126,14 +126,13 @@ def main() -> None:
     t = time.time()
     hist = train_sft(gpt, pairs["train"], steps=args.sft_steps, batch_size=args.batch_size, lr=1e-4, seed=0)
     pred = predict_genre(gpt, tok, data["test"], args.max_tokens - 8)
-    report("SFT (LM answers the genre)", pred, count_parameters(gpt)[0], time.time() - t,
-           before={k: round(v, 4) for k, v in before.items()},
-           after={"answer_loss": round(response_loss(gpt, pairs["test"]), 4),
-                  "general_val_loss": round(general(), 4)},
+    seconds = time.time() - t
+    after = {"answer_loss": response_loss(gpt, pairs["test"]), "general_val_loss": general()}
+    report("SFT (LM answers the genre)", pred, count_parameters(gpt)[0], seconds,
+           before={k: round(v, 4) for k, v in before.items()}, after={k: round(v, 4) for k, v in after.items()},
            final_train_loss=round(sum(hist["loss"][-20:]) / len(hist["loss"][-20:]), 4))
     print(f"  SFT: zero-shot acc {before['test_acc_zero_shot']:.3f}; answer loss {before['answer_loss']:.3f} -> "
-          f"{results['methods']['SFT (LM answers the genre)']['after']['answer_loss']:.3f}; general val loss "
-          f"{before['general_val_loss']:.3f} -> {results['methods']['SFT (LM answers the genre)']['after']['general_val_loss']:.3f}")
+          f"{after['answer_loss']:.3f}; general val loss {before['general_val_loss']:.3f} -> {after['general_val_loss']:.3f}")
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

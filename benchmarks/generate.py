@@ -109,11 +109,9 @@ def main(argv=None) -> int:
     if a.out is None:
         a.out = str(RESULTS / ("generate" if a.block_size is None else f"generate_ctx{a.block_size}"))
     repeats = 2 if a.quick else a.repeats
-    lines = []
 
     def log(s: str) -> None:
         print(s, flush=True)
-        lines.append(s)
 
     torch.set_num_threads(a.threads)
     ckpt = minigpt.pretrained()
