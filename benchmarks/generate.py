@@ -1,24 +1,23 @@
 """Generation speed: ``minigpt.sampling.generate`` with and without the KV cache.
 
 The reference model (``minigpt.pretrained()``: 6 layers, 256 wide, BPE vocabulary 2048,
-``block_size`` 128), batch 1, greedy decoding from a 1-token prompt, for 64, 128 (= the full
-context) and 256 new tokens. Medians over repeats, cached and uncached runs interleaved so that
+``block_size`` 512), batch 1, greedy decoding from a 1-token prompt, for 64, 256, 512 (= the full
+context) and 640 new tokens. Medians over repeats, cached and uncached runs interleaved so that
 both see the same load; the tokens of the two paths are compared.
 
-Beyond the context (256 new tokens from a 1-token prompt): GPT-2 style models have learned
+Beyond the context (640 new tokens from a 1-token prompt): GPT-2 style models have learned
 *absolute* position embeddings, so a cache cannot slide: once the sequence is longer than
 ``block_size`` every step recomputes the last ``block_size`` tokens with or without the cache.
-The table shows the tokens/s of those steps alone, (n_256 - n_128) / (t_256 - t_128).
+The table shows the tokens/s of those steps alone, (n_640 - n_512) / (t_640 - t_512).
 
-``--profile`` adds a breakdown of one cached 128-token generation: time in the model's forward vs
-the rest of the loop, and the top operators from ``torch.profiler``.
+``--profile`` adds a breakdown of one cached full-context generation: time in the model's forward
+vs the rest of the loop, and the top operators from ``torch.profiler``.
 
 Usage::
 
-    python benchmarks/generate.py                 # ~2-3 min on a quiet 2-core CPU
+    python benchmarks/generate.py                 # ~3 min on a quiet 2-core CPU
     python benchmarks/generate.py --quick         # 2 repeats
     python benchmarks/generate.py --threads 1 --profile
-    python benchmarks/generate.py --block-size 512   # random weights, context 512: where the cache pays
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from pathlib import Path
 import torch
 
 import minigpt
-from minigpt.model import GPT, GPTConfig
 from minigpt.sampling import generate
 
 RESULTS = Path(__file__).parent / "results"
@@ -96,18 +94,14 @@ def fmt_table(rows, header) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", default="64,128,256", help="new tokens per run (comma separated)")
+    p.add_argument("--lengths", default=None,
+                   help="new tokens per run, comma separated (default 64, block_size/2, block_size, block_size+128)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="2 repeats")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="break down one cached full-context run")
-    p.add_argument("--block-size", type=int, default=None, metavar="N",
-                   help="instead of the reference model: a randomly initialised model of its shape with context N "
-                        "(shows how the cache's advantage grows with the context); default lengths N/2,N")
-    p.add_argument("--out", default=None, help="results path without extension (default results/generate[_ctxN])")
+    p.add_argument("--out", default=str(RESULTS / "generate"), help="results path without extension")
     a = p.parse_args(argv)
-    if a.out is None:
-        a.out = str(RESULTS / ("generate" if a.block_size is None else f"generate_ctx{a.block_size}"))
     repeats = 2 if a.quick else a.repeats
 
     def log(s: str) -> None:
@@ -117,16 +111,10 @@ def main(argv=None) -> int:
     ckpt = minigpt.pretrained()
     model, tok = ckpt.model.eval(), ckpt.tokenizer
     prompt = torch.tensor([tok.encode("\n")[:1]], dtype=torch.long)  # 1 token, batch 1
-    lengths = [int(x) for x in a.lengths.split(",")]
-    what = "reference model"
-    if a.block_size is not None:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(**{**model.config.to_dict(), "block_size": a.block_size})).eval()
-        what = "random-init model of the reference shape"
-        if a.lengths == p.get_default("lengths"):
-            lengths = [a.block_size // 2, a.block_size]
+    bs = model.config.block_size
+    lengths = [int(x) for x in a.lengths.split(",")] if a.lengths else [64, bs // 2, bs, bs + 128]
     cfg = model.config
-    log(f"generate: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; {what} "
+    log(f"generate: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; reference model "
         f"{cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}C, vocab {cfg.vocab_size}, block_size {cfg.block_size}, "
         f"{model.num_params():,} params; batch 1, greedy, 1-token prompt, {repeats} repeats; load {os.getloadavg()}")
     for use_cache in (True, False):  # warm-up
@@ -166,7 +154,6 @@ def main(argv=None) -> int:
     header = ["new tokens", "cached tok/s", "uncached tok/s", "speedup", "identical tokens", "spread (max-min)/median c/u"]
     table = fmt_table(rows, header)
     summary = []
-    bs = cfg.block_size
     if bs in lengths and max(lengths) > bs:
         n2 = max(lengths)
         dc, du = med[(n2, True)] - med[(bs, True)], med[(n2, False)] - med[(bs, False)]
@@ -193,7 +180,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    md = [f"# generate, {what} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
+    md = [f"# generate, reference model ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
           f"{a.threads} threads, {os.cpu_count()} CPUs)", "", table, ""] + [f"- {s}" for s in summary]
     if "profile" in res:
         pr = res["profile"]

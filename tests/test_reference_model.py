@@ -26,6 +26,15 @@ def test_loads_in_one_line_and_is_small(ck):
     assert size < 25e6, f"reference model folder is {size / 1e6:.1f} MB"
 
 
+def test_trained_by_the_committed_config(ck):
+    """The shipped weights come from `python -m minigpt train --config assets/pretrained/shakespeare-bpe.json`:
+    every option of that config is the one recorded in the checkpoint's args.json."""
+    config = json.loads((ROOT.parent / "shakespeare-bpe.json").read_text())
+    args = json.loads((ROOT / "args.json").read_text())
+    assert {k: args[k] for k in config} == config
+    assert all(getattr(ck.config, k) == v for k, v in config.items() if hasattr(ck.config, k))
+
+
 def test_val_loss_on_fixed_slice_matches_card(ck):
     card = (ROOT / "README.md").read_text()
     m = re.search(r"first 8,192 val tokens \| ([0-9.]+) nats/token", card)
