@@ -31,7 +31,7 @@ bench: setup  ## the benchmarks (minutes): print tables, write benchmarks/result
 	$(BIN)/python benchmarks/pretrain_cpu.py
 	$(BIN)/python benchmarks/generate.py
 
-pretrained: setup  ## re-train the reference model in assets/ (about 3 hours on a 2-core CPU, 2 minutes on one H100)
+pretrained: setup  ## re-train the reference model in assets/ (38 min on the 2-core CPU)
 	$(BIN)/python -m minigpt train --config assets/pretrained/shakespeare-bpe.json --out assets/pretrained/shakespeare-bpe
 
 clean:
