@@ -111,9 +111,9 @@ def main(argv=None) -> int:
     ckpt = minigpt.pretrained()
     model, tok = ckpt.model.eval(), ckpt.tokenizer
     prompt = torch.tensor([tok.encode("\n")[:1]], dtype=torch.long)  # 1 token, batch 1
-    bs = model.config.block_size
-    lengths = [int(x) for x in a.lengths.split(",")] if a.lengths else [64, bs // 2, bs, bs + 128]
     cfg = model.config
+    bs = cfg.block_size
+    lengths = [int(x) for x in a.lengths.split(",")] if a.lengths else [64, bs // 2, bs, bs + 128]
     log(f"generate: torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} CPUs; reference model "
         f"{cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}C, vocab {cfg.vocab_size}, block_size {cfg.block_size}, "
         f"{model.num_params():,} params; batch 1, greedy, 1-token prompt, {repeats} repeats; load {os.getloadavg()}")
