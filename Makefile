@@ -11,15 +11,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Install the package (editable) with the test extras; re-runs when pyproject.toml changes.
+# A learner's install: the package (editable) and what the notebooks need, nothing more.
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# The tests and benchmarks add their extras (pytest, nbval, transformers, playwright, ...).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $@
+	touch $@ $(VENV)/.installed-lab
 
 setup: $(VENV)/.installed
 
-lab: setup  ## open the course in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+# JupyterLab refuses to start as root unless told; containers and cloud notebooks run as root.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+lab: $(VENV)/.installed-lab  ## open the course in JupyterLab (repository root, first notebook open)
+	@[ -z "$(ALLOW_ROOT)" ] || echo "make lab: running as root, so JupyterLab gets --allow-root"
+	$(BIN)/jupyter lab $(ALLOW_ROOT) --ServerApp.root_dir="$(CURDIR)" notebooks/00_setup.ipynb
 
 test: setup  ## unit, property and equivalence tests + strict nbval over every notebook
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) -n $(JOBS) --dist loadscope
