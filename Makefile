@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with assets/nbval_sanitize.cfg
 JOBS   ?= 2
 
-.PHONY: setup lab test test-fast bench pretrained clean
+.PHONY: setup lab test test-fast test-other-cpu bench pretrained clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lab: $(VENV)/.installed-lab  ## open the course in JupyterLab (repository root, 
 
 test: setup  ## unit, property and equivalence tests + strict nbval over every notebook
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) -n $(JOBS) --dist loadscope
+
+# The notebooks again on the kernels of another CPU: PyTorch's plain C++ kernels and oneDNN's SSE4.1
+# code instead of the AVX2 code that setup_notebook() pins. Stored outputs must reproduce here too,
+# so one machine stands in for CPUs with other instruction sets (see README, Tests).
+test-other-cpu: setup  ## strict nbval over every notebook under a forced lower CPU capability
+	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 $(BIN)/python -m pytest notebooks $(NBVAL) -n $(JOBS) --dist loadscope
 
 test-fast: setup  ## the package tests only
 	$(BIN)/python -m pytest tests -n $(JOBS)

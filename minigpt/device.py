@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import random
 import warnings
 
@@ -61,13 +63,64 @@ def seed_everything(seed: int = 1337) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def setup_notebook(seed: int = 1337, threads: int = 2, quiet: bool = True) -> torch.device:
-    """Make a notebook reproducible: seeds, deterministic algorithms, fixed threads, print options.
+#: The CPU kernel choices under which stored notebook outputs were made. PyTorch, MKL and oneDNN
+#: each pick their kernels by instruction set (AVX2, AVX-512, AMX, or MKL's own choice on AMD), and
+#: kernels of different vector widths add floats in different orders, so the same notebook printed
+#: different last digits on different x86-64 CPUs. Pinning all three to one code path removes that
+#: at its root, on every x86-64 CPU with AVX2 (Intel since 2013, AMD since 2015).
+CPU_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorised kernels: AVX2 code, even where AVX-512 exists
+    "MKL_CBWR": "COMPATIBLE",       # MKL's matmuls: its one branch that gives the same bits on Intel and AMD
+    "ONEDNN_MAX_CPU_ISA": "AVX2",   # oneDNN (e.g. GELU): AVX2 code at most
+}
+_MKL_CBWR_BRANCH, _MKL_CBWR_COMPATIBLE = 1, 3  # mkl.h: MKL_CBWR_BRANCH, MKL_CBWR_COMPATIBLE
+_RANK = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}
 
-    Also silences progress bars (``MINIGPT_PROGRESS=0``) and known harmless warnings, so that a
-    fresh run prints exactly what is stored. Returns the device the notebook should use (CPU
-    unless ``MINIGPT_DEVICE`` says otherwise: stored outputs are produced on CPU).
+
+def pin_cpu_kernels() -> dict[str, str]:
+    """Pin PyTorch, MKL and oneDNN to the code paths in :data:`CPU_KERNELS`; returns what is in force.
+
+    A variable already set in the environment wins (CI sets ``ATEN_CPU_CAPABILITY=default`` to
+    stand in for other CPUs). The libraries read these settings at their first computation, so
+    this must run before any tensor operation; if one came first, a ``RuntimeError`` says so.
+    Only x86-64 has these kernels; elsewhere (ARM, e.g. Apple silicon) nothing is pinned.
     """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    for name, value in CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+    wanted = os.environ["ATEN_CPU_CAPABILITY"].upper()
+    got = torch.backends.cpu.get_cpu_capability()
+    late = _RANK.get(got, 0) > _RANK.get(wanted, 0)  # lower than asked is only a CPU without AVX2
+    if os.environ["MKL_CBWR"].upper() == "COMPATIBLE":
+        late = late or _mkl_branch() not in (None, _MKL_CBWR_COMPATIBLE)
+    if late:
+        raise RuntimeError("setup_notebook() ran after a tensor computation, when PyTorch had already "
+                           "chosen its CPU kernels: restart the kernel and run the notebook from the top")
+    return {name: os.environ[name] for name in CPU_KERNELS} | {"in force": got}
+
+
+def _mkl_branch() -> int | None:
+    """MKL's code branch in force (``mkl_cbwr_get``), or None where this PyTorch has no MKL."""
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
+    return get(_MKL_CBWR_BRANCH)
+
+
+def setup_notebook(seed: int = 1337, threads: int = 2, quiet: bool = True) -> torch.device:
+    """Make a notebook reproducible: CPU kernels, seeds, deterministic algorithms, threads, printing.
+
+    Pins the CPU kernels (:func:`pin_cpu_kernels`), so that stored outputs reproduce on any
+    x86-64 CPU with AVX2. Also silences progress bars (``MINIGPT_PROGRESS=0``) and known harmless
+    warnings, so that a fresh run prints exactly what is stored. Returns the device the notebook
+    should use (CPU unless ``MINIGPT_DEVICE`` says otherwise: stored outputs are produced on CPU;
+    on a GPU or an ARM CPU the last printed digits of some outputs differ).
+    """
+    pin_cpu_kernels()
     seed_everything(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(threads)
