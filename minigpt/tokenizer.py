@@ -41,6 +41,9 @@ def _save_json(d: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0o077)  # mkstemp makes 0o600: give the file an ordinary new file's mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(d, f, indent=1)
             f.write("\n")
@@ -50,6 +53,18 @@ def _save_json(d: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class UnknownCharactersError(ValueError):
+    """Text holds characters outside a :class:`CharTokenizer`'s vocabulary (listed in ``missing``)."""
+
+    def __init__(self, missing: list[str], chars: list[str], unk_hint: str = "pass unk={c!r}") -> None:
+        self.missing, self.chars = missing, chars
+        shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        stand_in = next((c for c in (" ", "?", ".") if c in chars), chars[0])
+        super().__init__(f"{len(missing)} character(s) not in the vocabulary: {shown}. Build the tokenizer "
+                         f"from a text that contains them, or {unk_hint.format(c=stand_in)} (any character "
+                         "of the vocabulary) to map unknown characters to it.")
 
 
 class CharTokenizer:
@@ -97,12 +112,7 @@ class CharTokenizer:
             if self.unk is not None:
                 u = stoi[self.unk]
                 return [stoi.get(c, u) for c in text]
-            missing = sorted(set(text) - set(stoi))
-            shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
-            raise ValueError(
-                f"{len(missing)} character(s) not in the vocabulary: {shown}. Build the tokenizer "
-                "from a text that contains them, or pass unk='?' (any character) to map unknown "
-                "characters to it.") from None
+            raise UnknownCharactersError(sorted(set(text) - set(stoi)), self.chars) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text (exact inverse of :meth:`encode` for text without unknown characters)."""
