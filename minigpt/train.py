@@ -51,6 +51,7 @@ from .model import GPT
 Callback = Callable[[str, dict], Any]
 OPTIMIZER_FILE, STATE_FILE, METRICS_FILE = "optimizer.safetensors", "train_state.json", "metrics.jsonl"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DIVERGED_ADVICE = "Lower the learning rate or warm it up over more steps"
 RESUME_FILES = ("model.safetensors", "config.json", "meta.json", OPTIMIZER_FILE, STATE_FILE)  # a complete save
 
 
@@ -60,9 +61,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, step: int, out_dir: Path | None, signum: int) -> None:
         self.step, self.out_dir, self.signum = step, out_dir, signum
-        where = f"saved step {step} to {out_dir}; continue with --resume" if out_dir else \
+        self.where = f"saved step {step} to {out_dir}; continue with --resume" if out_dir else \
             f"stopped after step {step} (no out_dir: nothing saved)"
-        super().__init__(f"{signal.Signals(signum).name}: {where}")
+        super().__init__(f"{signal.Signals(signum).name}: {self.where}")
 
 
 class TrainingDiverged(ValueError):
@@ -92,7 +93,8 @@ class _Signals:
     def __enter__(self) -> "_Signals":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. nohup: keep ignoring it
+                    self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -507,8 +509,7 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
                 kept = f"the checkpoint of step {saved} in {out} is kept" if out is not None and saved is not None \
                     else "no checkpoint had been saved"
                 raise TrainingDiverged(f"the training loss is {loss_val} at step {it} (learning rate {lr:.3g}): "
-                                       f"training stopped before that update; {kept}. Lower the learning rate "
-                                       "or warm it up over more steps", step=it, saved_step=saved)
+                                       f"training stopped before that update; {kept}. {DIVERGED_ADVICE}", step=it, saved_step=saved)
             with signals.deferred():  # a signal now waits until the step is complete
                 if cfg.grad_clip > 0:
                     scaler.unscale_(opt)
