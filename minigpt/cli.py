@@ -412,14 +412,17 @@ def _load(a: argparse.Namespace):
 
 
 @contextlib.contextmanager
-def _unk_hint():
-    """Re-raise an unknown-character error with the CLI's fix (--unk) instead of the Python one."""
-    from .tokenizer import UnknownCharactersError
+def _unk_hint(tok):
+    """Re-raise an unknown-character error with the command line's fix (--unk), not Python's."""
+    from .tokenizer import UNK_HINT
 
     try:
         yield
-    except UnknownCharactersError as e:
-        raise UnknownCharactersError(e.missing, e.chars, unk_hint="pass --unk {c!r}") from None
+    except ValueError as e:
+        if UNK_HINT not in str(e):
+            raise
+        stand_in = next((c for c in " ?." if c in tok.stoi), tok.chars[0])
+        raise ValueError(str(e).replace(UNK_HINT, f"pass --unk {stand_in!r} (any character of the vocabulary)")) from None
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
@@ -427,7 +430,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
     ckpt, tok = _load(a)
     prompt = a.prompt.replace("\\n", "\n")  # let a shell user type \n for a newline
-    with _unk_hint():
+    with _unk_hint(tok):
         texts = generate_text(ckpt.model, tok, prompt, a.max_new_tokens, do_sample=a.temperature > 0,
                               temperature=a.temperature or 1.0,
                               top_k=a.top_k, top_p=a.top_p, seed=a.seed, num_samples=a.num_samples)
@@ -450,7 +453,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     vf = a.val_fraction if a.val_fraction is not None else trained_on.get("val_fraction", DEFAULTS["val_fraction"])
     train_text, val_text, _ = _split(corpus, vf)
     text = {"train": train_text, "val": val_text, "all": train_text + val_text}[a.split]
-    with _unk_hint():
+    with _unk_hint(tok):
         ids = data.encode_corpus(text, tok)
     loss, n = evaluate_counted(ckpt.model, ids, ckpt.config.block_size, a.batch_size, a.eval_batches, progress=True)
     if not math.isfinite(loss):

@@ -36,6 +36,9 @@ def _check_ids(ids: list[int], vocab_size: int) -> None:
         raise ValueError(f"token id(s) {bad[:10]} out of range: this tokenizer has ids 0..{vocab_size - 1}")
 
 
+UNK_HINT = "pass unk='?' (any character)"  # the command line replaces it with its --unk flag
+
+
 def _save_json(d: dict[str, Any], path: str | Path) -> None:
     """Write JSON atomically: a temporary file in the same folder, then ``os.replace``."""
     path = Path(path)
@@ -53,18 +56,6 @@ def _save_json(d: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class UnknownCharactersError(ValueError):
-    """Text holds characters outside a :class:`CharTokenizer`'s vocabulary (listed in ``missing``)."""
-
-    def __init__(self, missing: list[str], chars: list[str], unk_hint: str = "pass unk={c!r}") -> None:
-        self.missing, self.chars = missing, chars
-        shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        stand_in = next((c for c in (" ", "?", ".") if c in chars), chars[0])
-        super().__init__(f"{len(missing)} character(s) not in the vocabulary: {shown}. Build the tokenizer "
-                         f"from a text that contains them, or {unk_hint.format(c=stand_in)} (any character "
-                         "of the vocabulary) to map unknown characters to it.")
 
 
 class CharTokenizer:
@@ -112,7 +103,11 @@ class CharTokenizer:
             if self.unk is not None:
                 u = stoi[self.unk]
                 return [stoi.get(c, u) for c in text]
-            raise UnknownCharactersError(sorted(set(text) - set(stoi)), self.chars) from None
+            missing = sorted(set(text) - set(stoi))
+            shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise ValueError(
+                f"{len(missing)} character(s) not in the vocabulary: {shown}. Build the tokenizer "
+                f"from a text that contains them, or {UNK_HINT} to map unknown characters to it.") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text (exact inverse of :meth:`encode` for text without unknown characters)."""
