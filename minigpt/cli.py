@@ -290,7 +290,8 @@ def _train(a: argparse.Namespace, main: bool) -> int:
             print(f"training a BPE tokenizer ({o['vocab_size']} tokens) on the training text…", flush=True)
         tok = BPETokenizer.train(train_text, o["vocab_size"])
     train_ids, val_ids = encode_corpus(train_text, tok), encode_corpus(val_text, tok)
-    for name, ids, fix in (("training", train_ids, "a longer corpus"), ("validation", val_ids, "a larger --val-fraction")):
+    for name, ids, fix in (("training", train_ids, "a longer corpus"),
+                           ("validation", val_ids, "a larger --val-fraction")):
         if len(ids) <= o["block_size"]:
             raise ValueError(f"the {name} text has {len(ids)} tokens, too few for --block-size {o['block_size']} "
                              f"(a window needs {o['block_size'] + 1}): use {fix} or a smaller --block-size")
@@ -422,7 +423,8 @@ def _unk_hint(tok):
         if UNK_HINT not in str(e):
             raise
         stand_in = next((c for c in " ?." if c in tok.stoi), tok.chars[0])
-        raise ValueError(str(e).replace(UNK_HINT, f"pass --unk {stand_in!r} (any character of the vocabulary)")) from None
+        fix = f"pass --unk {stand_in!r} (any character of the vocabulary)"
+        raise ValueError(str(e).replace(UNK_HINT, fix)) from None
 
 
 def cmd_sample(a: argparse.Namespace) -> int:

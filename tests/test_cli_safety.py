@@ -12,10 +12,10 @@ import torch
 
 from minigpt.checkpoint import CheckpointError, load_checkpoint, read_safetensors, save_checkpoint
 from minigpt.cli import main
+from minigpt.config import GPTConfig
 from minigpt.data import encode_corpus
 from minigpt.tokenizer import CharTokenizer
 from minigpt.train import TrainConfig, build_model, train
-from minigpt.config import GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 60
@@ -246,16 +246,17 @@ def test_unknown_characters_hint_is_a_flag(trained, capsys):
 # --------------------------------------------------------------------------- honest, visible progress
 
 def test_eval_reports_the_tokens_it_evaluated(trained, capsys, monkeypatch):
-    val_tokens = json.loads((trained / "meta.json").read_text())["data"]["val_tokens"]
+    data = json.loads((trained / "meta.json").read_text())["data"]
+    val_tokens = data["val_tokens"]
     code, out, err = run(["eval", "--ckpt", trained, "--device", "cpu", "--batch-size", "2", "--eval-batches", "1"],
                          capsys)
     assert code == 0 and err == ""  # MINIGPT_PROGRESS=0: no bar
-    assert out.strip().endswith(f"on 32 of the {val_tokens:,} tokens of {json.loads((trained / 'args.json').read_text())['corpus']}")
+    assert out.strip().endswith(f"on 32 of the {val_tokens:,} tokens of {data['corpus']}")  # 2 windows of 16
     monkeypatch.delenv("MINIGPT_PROGRESS")
     code, out, err = run(["eval", "--ckpt", trained, "--device", "cpu", "--batch-size", "2"], capsys)
     windows = (val_tokens - 1) // 16
     assert code == 0 and f"on {windows * 16:,} of the" in out
-    assert f"eval: 100%" in err and f"{(windows + 1) // 2}/{(windows + 1) // 2}" in err  # the tqdm bar, batches
+    assert "eval: 100%" in err and f"{(windows + 1) // 2}/{(windows + 1) // 2}" in err  # the tqdm bar, batches
 
 
 def test_interim_card_reports_the_latest_evaluation(tmp_path):
