@@ -11,7 +11,8 @@ A checkpoint is a folder::
 
 There is no pickle anywhere, so loading a checkpoint from a stranger cannot run code. Every file
 is written atomically: to a temporary file in the same folder, flushed to disk, then renamed over
-the old one, so a crash mid-save never leaves a half-written file behind.
+the old one, so a crash mid-save never leaves a half-written file behind. Files get the
+permissions of any new file (``0o666`` less the umask), not the temporary file's ``0o600``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, new_file_mode())  # mkstemp makes 0o600; an ordinary new file respects the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -73,6 +75,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write_bytes` for text, encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0o077)  # reading the umask means setting it: briefly a strict one, never a lax one
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -151,7 +160,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def default_card(config: GPTConfig, meta: Mapping[str, Any] | None = None, n_params: int | None = None) -> str:
-    """A short model card in Markdown, written when ``save_checkpoint`` gets no ``card``."""
+    """A short model card in Markdown, written when ``save_checkpoint`` gets no ``card``.
+
+    The losses are ``meta``'s; when ``meta["eval_step"]`` differs from ``meta["step"]`` the card
+    says at which step they were measured."""
     meta = dict(meta or {})
     lines = ["# minigpt checkpoint", "",
              "A GPT-2 style decoder-only transformer trained with minigpt "
@@ -161,10 +173,12 @@ def default_card(config: GPTConfig, meta: Mapping[str, Any] | None = None, n_par
         lines.append(f"| {k} | {v} |")
     if n_params is not None:
         lines.append(f"| parameters | {n_params:,} |")
+    evaluated = f" (evaluated at step {meta['eval_step']})" if meta.get("eval_step") not in (None, meta.get("step")) else ""
     for k in ("step", "val_loss", "train_loss", "data", "tokenizer"):
         if k in meta:
             v = meta[k]
-            lines.append(f"| {k} | {round(v, 4) if isinstance(v, float) else v} |")
+            note = evaluated if k.endswith("_loss") else ""
+            lines.append(f"| {k} | {round(v, 4) if isinstance(v, float) else v}{note} |")
     lines += ["", "Load it with `minigpt.checkpoint.load_checkpoint(path)`.", ""]
     return "\n".join(lines)
 
@@ -268,13 +282,21 @@ def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, tor
         raise CheckpointError(f"{source}: shape mismatch for {len(bad)} tensor(s): {_few(bad, 3)}. {fix}")
 
 
+def _check_finite(tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Raise a CheckpointError naming the tensors that hold NaN or infinite values."""
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {len(bad)} tensor(s): {_few(bad)}; "
+                              "the model is unusable (training diverged?): use an earlier checkpoint")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint folder written by :func:`save_checkpoint`; the model is in eval mode.
 
     Every file is checked, and a problem raises an error that names the file and the fix:
     FileNotFoundError for a missing folder or file, :class:`CheckpointError` (a ValueError) for
-    invalid JSON, a corrupt weights file, missing/unexpected tensors, shape mismatches, or a
-    tokenizer whose vocab_size differs from the model's.
+    invalid JSON, a corrupt weights file, missing/unexpected tensors, shape mismatches, NaN or
+    infinite weights, or a tokenizer whose vocab_size differs from the model's.
     """
     folder = Path(path)
     if not folder.exists():
@@ -283,11 +305,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
                                 f"`python -m minigpt train --out {folder}`")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; a checkpoint is a folder: pass {folder.parent}")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} is missing: {folder} is not a complete minigpt "
-                                    f"checkpoint (it needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
-                                    "re-save it with save_checkpoint")
+    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete minigpt checkpoint: {' and '.join(missing)} "
+                                f"{'is' if len(missing) == 1 else 'are'} missing (a checkpoint needs {WEIGHTS_FILE} and {CONFIG_FILE})")
 
     cfg_file = folder / CONFIG_FILE
     cfg_dict = _read_json(cfg_file)
@@ -311,6 +332,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if untied_head is not None:  # saved from a model whose head was untied
         _check_tensors({TIED_HEAD: untied_head}, {TIED_HEAD: model.lm_head.weight}, str(weights_file), fix)
         model.lm_head.weight = nn.Parameter(untied_head.clone())
+    _check_finite({**tensors, **({TIED_HEAD: untied_head} if untied_head is not None else {})}, weights_file)
     model.load_state_dict(tensors, strict=False)  # names and shapes checked above; lm_head is tied
 
     tokenizer = None

@@ -5,7 +5,10 @@ given with ``--config`` (keys are the option names with underscores, e.g. ``"n_l
 the flags on the command line. The resolved options are saved as ``args.json`` in the output
 folder, so ``python -m minigpt train --config OUT/args.json --out OUT2`` reproduces a run.
 With ``--resume`` the options saved in ``--out`` are the base and flags override them (for
-example a larger ``--max-iters`` to train further).
+example a larger ``--max-iters`` to train further). ``train`` never replaces a run silently: an
+``--out`` that holds one needs ``--resume`` (continue it) or ``--overwrite`` (replace it), and a
+run that fails before its first checkpoint removes what it created. Ctrl-C (SIGINT) or SIGTERM
+saves the last finished step and exits with status 130 or 143 (128 + the signal number).
 
 ``torchrun --nproc_per_node=N -m minigpt train ...`` trains with N processes (DDP: NCCL on GPUs,
 gloo on CPU; see :mod:`minigpt.distributed`); ``--batch-size`` is then the global batch, split
@@ -18,10 +21,13 @@ with one line ``minigpt: error: ...`` and exit status 2; set ``MINIGPT_DEBUG=1``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,7 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "eval_interval": 250, "eval_batches": None, "ckpt_interval": 0, "seed": 1337, "device": "auto",
     "dtype": "auto", "compile": False, "threads": None, "out": None,
 }
-NOT_SAVED = ("out", "resume", "config")  # run-specific, never part of a reproducible config
+NOT_SAVED = ("out", "resume", "config", "overwrite")  # run-specific, never part of a reproducible config
+RUN_MARKERS = (ARGS_FILE, "model.safetensors", "config.json", "train_state.json", "optimizer.safetensors",
+               "metrics.jsonl")  # any of them: the folder holds a run
+RUN_FILES = (*RUN_MARKERS, "tokenizer.json", "meta.json", "README.md")  # what --overwrite removes
+FLAGS = {**{field: "--" + key.replace("_", "-") for key, field in TRAIN_KEYS.items()},
+         **{key: "--" + key.replace("_", "-") for key in (*MODEL_KEYS, "vocab_size", "val_fraction")}}
+
+
+UNK_HELP = "char tokenizer: map characters outside the vocabulary to this one of its characters (e.g. ' ')"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=argparse.SUPPRESS, help="output folder (required)")
     t.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                    help="continue the run saved in --out (its saved options are the base; flags override)")
+    t.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                   help="replace the run saved in --out (without it, train refuses a folder that holds a run)")
     t.add_argument("--config", default=argparse.SUPPRESS, help="JSON file of options (keys with underscores)")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint",
@@ -122,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
     s.add_argument("--num-samples", type=_positive_int, default=1, help="how many samples (default: 1)")
     s.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda', 'mps' or 'auto'")
+    s.add_argument("--unk", default=None, help=UNK_HELP)
 
     e = sub.add_parser("eval", help="validation loss and bits per character of a checkpoint",
                        description="Evaluate a checkpoint on the validation split of its corpus (or another).")
@@ -132,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=32, help="windows per batch (default: 32)")
     e.add_argument("--eval-batches", type=_positive_int, default=None, help="limit to this many batches")
     e.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda' or 'mps'")
+    e.add_argument("--unk", default=None, help=UNK_HELP)
     return top
 
 
@@ -243,26 +261,26 @@ def _train(a: argparse.Namespace, main: bool) -> int:
     from .config import GPTConfig
     from .data import encode_corpus
     from .tokenizer import BPETokenizer, CharTokenizer
-    from .train import TrainConfig, build_model, train
+    from .train import DIVERGED_ADVICE, TrainConfig, TrainingDiverged, TrainingInterrupted, build_model, train
 
     given = vars(a)
     file_options = _config_options(Path(given["config"])) if "config" in given else {}
     out_name = given.get("out", file_options.get("out"))
     if out_name is None:
         raise ValueError("train needs --out DIR, the folder for the checkpoint and metrics")
-    out, resume = Path(out_name), given.get("resume", False)
+    out, resume, overwrite = Path(out_name), given.get("resume", False), given.get("overwrite", False)
+    _check_out(out, resume, overwrite, main)
     o = {**DEFAULTS, **file_options}
     if resume:
-        if not (out / ARGS_FILE).is_file():
-            raise FileNotFoundError(f"cannot resume: {out} holds no earlier run ({ARGS_FILE} is missing)")
         o.update(_config_options(out / ARGS_FILE))
     o.update({k: v for k, v in given.items() if k in DEFAULTS})
     o["out"] = str(out)
 
-    cfg = TrainConfig(**{TRAIN_KEYS[k]: o[k] for k in TRAIN_KEYS})
-    GPTConfig(vocab_size=1, **{k: o[k] for k in MODEL_KEYS})  # check the shape before the slow data work
+    with _flag_names():  # errors name --lr, not TrainConfig.learning_rate
+        cfg = TrainConfig(**{TRAIN_KEYS[k]: o[k] for k in TRAIN_KEYS})
+        GPTConfig(vocab_size=1, **{k: o[k] for k in MODEL_KEYS})  # check the shape before the slow data work
+        train_text, val_text, split = _split(o["corpus"], o["val_fraction"])
     device = _device(cfg.device)
-    train_text, val_text, split = _split(o["corpus"], o["val_fraction"])
     if resume:
         tok = load_checkpoint(out).tokenizer
     elif o["tokenizer"] == "char":  # every character of the corpus, so validation has no unknown ones
@@ -272,18 +290,17 @@ def _train(a: argparse.Namespace, main: bool) -> int:
             print(f"training a BPE tokenizer ({o['vocab_size']} tokens) on the training text…", flush=True)
         tok = BPETokenizer.train(train_text, o["vocab_size"])
     train_ids, val_ids = encode_corpus(train_text, tok), encode_corpus(val_text, tok)
+    for name, ids, fix in (("training", train_ids, "a longer corpus"),
+                           ("validation", val_ids, "a larger --val-fraction")):
+        if len(ids) <= o["block_size"]:
+            raise ValueError(f"the {name} text has {len(ids)} tokens, too few for --block-size {o['block_size']} "
+                             f"(a window needs {o['block_size'] + 1}): use {fix} or a smaller --block-size")
     gcfg = GPTConfig(vocab_size=tok.vocab_size, **{k: o[k] for k in MODEL_KEYS})
     model = build_model(gcfg, cfg.seed)
     data_info = {"corpus": o["corpus"], "split": split, "val_fraction": o["val_fraction"], "tokenizer": o["tokenizer"],
                  "train_chars": len(train_text), "val_chars": len(val_text),
                  "train_tokens": len(train_ids), "val_tokens": len(val_ids)}
     saved = {k: v for k, v in o.items() if k not in NOT_SAVED}
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            atomic_write_text(out / ARGS_FILE, json.dumps(saved, indent=2) + "\n")
-        print(f"{model.num_params():,} parameters, {len(train_ids):,} train / {len(val_ids):,} val tokens, "
-              f"device {device}", flush=True)
 
     def log(event: str, info: dict) -> None:
         if event == "eval":
@@ -293,8 +310,21 @@ def _train(a: argparse.Namespace, main: bool) -> int:
                        f"{tps}, {info['elapsed_s']:.1f} s", file=sys.stdout)
 
     t0 = time.perf_counter()
-    history = train(model, train_ids, val_ids, cfg, tokenizer=tok, out_dir=out, callbacks=[log],
-                    resume=resume, meta={"data": data_info, "args": saved})
+    with _run_folder(out, overwrite) if main else contextlib.nullcontext():
+        if main:
+            if not resume:
+                atomic_write_text(out / ARGS_FILE, json.dumps(saved, indent=2) + "\n")
+            print(f"{model.num_params():,} parameters, {len(train_ids):,} train / {len(val_ids):,} val tokens, "
+                  f"device {device}", flush=True)
+        try:
+            history = train(model, train_ids, val_ids, cfg, tokenizer=tok, out_dir=out, callbacks=[log],
+                            resume=resume, meta={"data": data_info, "args": saved})
+        except TrainingDiverged as e:
+            raise ValueError(str(e).replace(DIVERGED_ADVICE, "Lower --lr or raise --warmup-iters")) from e
+        except TrainingInterrupted as e:
+            if not main:  # rank 0 saved and tells
+                return 128 + e.signum
+            raise
     if not main:  # the other ranks neither evaluate nor write
         return 0
     seconds = history.evals[-1]["elapsed_s"] if history.evals else time.perf_counter() - t0
@@ -308,17 +338,104 @@ def _train(a: argparse.Namespace, main: bool) -> int:
     return 0
 
 
-def cmd_sample(a: argparse.Namespace) -> int:
+def _check_out(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
+    """Refuse an --out that would lose a run or cannot be resumed, before any slow work."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; train writes a folder: choose another path")
+    if resume:
+        from .train import RESUME_FILES
+
+        missing = [n for n in (ARGS_FILE, "tokenizer.json", *RESUME_FILES) if not (out / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"cannot resume: {out} holds no complete run ({', '.join(missing)} missing); "
+                                    "start a new run there with --overwrite")
+    elif main and not overwrite:  # other ranks would see rank 0's new files
+        found = [n for n in RUN_MARKERS if (out / n).exists()]
+        if found:
+            raise FileExistsError(f"--out {out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                                  "replace it with --overwrite, or choose another folder")
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path, overwrite: bool):
+    """Create ``out`` (with --overwrite: first remove the old run's files); if the run then fails
+    before its first checkpoint, remove what it created, so no half-made run is left behind."""
+    top = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)  # first folder we create
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    before = set(os.listdir(out)) if out.is_dir() else set()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not (out / "train_state.json").is_file():  # no checkpoint: nothing worth keeping
+            for p in out.iterdir():
+                if p.name not in before and p.is_file():
+                    p.unlink()
+            for folder in (out, *out.parents) if top is not None else ():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: what this run created
+                if folder == top:
+                    break
+        raise
+
+
+@contextlib.contextmanager
+def _flag_names():
+    """Re-raise a ValueError/TypeError with TrainConfig/GPTConfig field names replaced by CLI flags."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        msg = re.sub(r"\b(?:TrainConfig|GPTConfig)\.(\w+)", lambda m: FLAGS.get(m[1], m[0]), str(e))
+        msg = re.sub(r"\b[a-z]\w*_\w+\b", lambda m: FLAGS.get(m[0], m[0]), msg)  # bare names like n_head
+        raise type(e)(msg) from e
+
+
+def _load(a: argparse.Namespace):
+    """The checkpoint of --ckpt and its tokenizer (with --unk applied)."""
     from .checkpoint import load_checkpoint
-    from .sampling import generate_text
+    from .tokenizer import CharTokenizer
 
     ckpt = load_checkpoint(a.ckpt, device=_device(a.device))
-    if ckpt.tokenizer is None:
+    tok = ckpt.tokenizer
+    if tok is None:
         raise ValueError(f"checkpoint {a.ckpt} has no tokenizer.json, so text cannot be encoded")
+    if a.unk is not None:
+        if not isinstance(tok, CharTokenizer):
+            raise ValueError(f"--unk is for char tokenizers; {a.ckpt} has a byte-level BPE one, which encodes any text")
+        if a.unk not in tok.stoi:
+            raise ValueError(f"--unk {a.unk!r} is not a character of the vocabulary of {a.ckpt}")
+        tok = CharTokenizer(tok.chars, unk=a.unk)
+    return ckpt, tok
+
+
+@contextlib.contextmanager
+def _unk_hint(tok):
+    """Re-raise an unknown-character error with the command line's fix (--unk), not Python's."""
+    from .tokenizer import UNK_HINT
+
+    try:
+        yield
+    except ValueError as e:
+        if UNK_HINT not in str(e):
+            raise
+        stand_in = next((c for c in " ?." if c in tok.stoi), tok.chars[0])
+        fix = f"pass --unk {stand_in!r} (any character of the vocabulary)"
+        raise ValueError(str(e).replace(UNK_HINT, fix)) from None
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from .sampling import generate_text
+
+    ckpt, tok = _load(a)
     prompt = a.prompt.replace("\\n", "\n")  # let a shell user type \n for a newline
-    texts = generate_text(ckpt.model, ckpt.tokenizer, prompt, a.max_new_tokens, do_sample=a.temperature > 0,
-                          temperature=a.temperature or 1.0,
-                          top_k=a.top_k, top_p=a.top_p, seed=a.seed, num_samples=a.num_samples)
+    with _unk_hint(tok):
+        texts = generate_text(ckpt.model, tok, prompt, a.max_new_tokens, do_sample=a.temperature > 0,
+                              temperature=a.temperature or 1.0,
+                              top_k=a.top_k, top_p=a.top_p, seed=a.seed, num_samples=a.num_samples)
     for i, text in enumerate(texts):
         if i:
             print("-" * 40)
@@ -328,12 +445,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from . import data
-    from .checkpoint import load_checkpoint
-    from .train import evaluate
+    from .train import evaluate_counted
 
-    ckpt = load_checkpoint(a.ckpt, device=_device(a.device))
-    if ckpt.tokenizer is None:
-        raise ValueError(f"checkpoint {a.ckpt} has no tokenizer.json, so text cannot be encoded")
+    ckpt, tok = _load(a)
     trained_on = ckpt.meta.get("data", {})
     corpus = a.corpus or trained_on.get("corpus")
     if corpus is None:
@@ -341,10 +455,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
     vf = a.val_fraction if a.val_fraction is not None else trained_on.get("val_fraction", DEFAULTS["val_fraction"])
     train_text, val_text, _ = _split(corpus, vf)
     text = {"train": train_text, "val": val_text, "all": train_text + val_text}[a.split]
-    ids = data.encode_corpus(text, ckpt.tokenizer)
-    loss = evaluate(ckpt.model, ids, ckpt.config.block_size, a.batch_size, a.eval_batches)
+    with _unk_hint(tok):
+        ids = data.encode_corpus(text, tok)
+    loss, n = evaluate_counted(ckpt.model, ids, ckpt.config.block_size, a.batch_size, a.eval_batches, progress=True)
+    if not math.isfinite(loss):
+        raise ValueError(f"the {a.split} loss of {a.ckpt} is {loss}: the model's outputs overflow")
     print(f"{a.split} loss {loss:.4f} nats/token ({_bpc(loss, len(ids), len(text)):.4f} bits/char) "
-          f"on {len(ids):,} tokens of {corpus}")
+          f"on {n:,} of the {len(ids):,} tokens of {corpus}")
     return 0
 
 
@@ -359,9 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"minigpt: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("minigpt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # train's TrainingInterrupted says which step it saved, and where
+        signum = getattr(e, "signum", signal.SIGINT)
+        where = f": {e.where}" if hasattr(e, "where") else ""
+        print(f"minigpt: interrupted ({signal.Signals(signum).name}){where}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

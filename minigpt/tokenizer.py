@@ -36,11 +36,17 @@ def _check_ids(ids: list[int], vocab_size: int) -> None:
         raise ValueError(f"token id(s) {bad[:10]} out of range: this tokenizer has ids 0..{vocab_size - 1}")
 
 
+UNK_HINT = "pass unk='?' (any character)"  # the command line replaces it with its --unk flag
+
+
 def _save_json(d: dict[str, Any], path: str | Path) -> None:
     """Write JSON atomically: a temporary file in the same folder, then ``os.replace``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0o077)  # mkstemp makes 0o600: give the file an ordinary new file's mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(d, f, indent=1)
             f.write("\n")
@@ -101,8 +107,7 @@ class CharTokenizer:
             shown = ", ".join(repr(c) for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
             raise ValueError(
                 f"{len(missing)} character(s) not in the vocabulary: {shown}. Build the tokenizer "
-                "from a text that contains them, or pass unk='?' (any character) to map unknown "
-                "characters to it.") from None
+                f"from a text that contains them, or {UNK_HINT} to map unknown characters to it.") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text (exact inverse of :meth:`encode` for text without unknown characters)."""

@@ -12,6 +12,11 @@ The training state lives beside the checkpoint in ``out_dir``::
     train_state.json        step, elapsed time, TrainConfig, AdamW's param_groups (hyperparameters)
     metrics.jsonl           one JSON object per evaluation
 
+SIGINT (Ctrl-C) or SIGTERM during :func:`train` with an ``out_dir`` saves a complete checkpoint of
+the last finished step before :class:`TrainingInterrupted` is raised; a NaN or infinite loss
+stops training before the bad step is applied (:class:`TrainingDiverged`) and saves nothing, so
+the last checkpoint is kept.
+
 Several processes (``torchrun --nproc_per_node=N -m minigpt train ...``) train one model with
 PyTorch's DistributedDataParallel (see :mod:`minigpt.distributed`): ``batch_size`` is then the
 GLOBAL batch, each of the N ranks takes an equal slice of the very batch one process would
@@ -27,6 +32,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +51,70 @@ from .model import GPT
 Callback = Callable[[str, dict], Any]
 OPTIMIZER_FILE, STATE_FILE, METRICS_FILE = "optimizer.safetensors", "train_state.json", "metrics.jsonl"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DIVERGED_ADVICE = "Lower the learning rate or warm it up over more steps"
+RESUME_FILES = ("model.safetensors", "config.json", "meta.json", OPTIMIZER_FILE, STATE_FILE)  # a complete save
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped :func:`train`; ``step`` is the last finished step, saved in
+    ``out_dir`` when there is one (``None``: nothing was saved)."""
+
+    def __init__(self, step: int, out_dir: Path | None, signum: int) -> None:
+        self.step, self.out_dir, self.signum = step, out_dir, signum
+        self.where = f"saved step {step} to {out_dir}; continue with --resume" if out_dir else \
+            f"stopped after step {step} (no out_dir: nothing saved)"
+        super().__init__(f"{signal.Signals(signum).name}: {self.where}")
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite at step ``step`` (1-based): training stopped before
+    that update and saved nothing; ``saved_step`` is the step of the checkpoint kept (or None)."""
+
+    def __init__(self, message: str, step: int, saved_step: int | None) -> None:
+        super().__init__(message)
+        self.step, self.saved_step = step, saved_step
+
+
+class _Stop(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """While entered (in the main thread), SIGINT and SIGTERM raise :class:`_Stop`: at once, or,
+    inside :meth:`deferred` (an optimizer update, a save), when that section ends. After
+    ``closing`` is set they are only recorded."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.depth, self.closing, self.previous = 0, False, {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. nohup: keep ignoring it
+                    self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.pending = signum
+        if self.depth == 0 and not self.closing:
+            raise _Stop(signum)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None and not self.closing:
+            raise _Stop(self.pending)
 
 
 @dataclass
@@ -176,8 +247,9 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
 
 
 def _loss_over(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-               device: torch.device, max_batches: int | None) -> float:
-    """Mean loss per target token over ``batches`` (each weighted by its number of tokens)."""
+               device: torch.device, max_batches: int | None) -> tuple[float, int]:
+    """Mean loss per target token over ``batches`` (each weighted by its number of tokens), and
+    the number of target tokens."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -193,7 +265,7 @@ def _loss_over(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Ten
         model.train(was_training)
     if count == 0:
         raise ValueError("nothing to evaluate: the data is shorter than one window of block_size + 1 tokens")
-    return total / count
+    return total / count, count
 
 
 @torch.no_grad()
@@ -204,10 +276,26 @@ def evaluate(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: 
     ``max_batches`` limits it to the first that many batches; ``device`` defaults to the model's.
     The model is switched to eval mode (no dropout) and restored afterwards.
     """
+    return evaluate_counted(model, data, block_size, batch_size, max_batches, device)[0]
+
+
+@torch.no_grad()
+def evaluate_counted(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int,
+                     max_batches: int | None = None, device: str | torch.device | None = None,
+                     progress: bool = False) -> tuple[float, int]:
+    """:func:`evaluate`, also returning how many target tokens it scored; ``progress=True`` shows
+    a tqdm bar (off when the environment sets ``MINIGPT_PROGRESS=0``)."""
+    from tqdm.auto import tqdm
+
     from .data import iter_eval_windows
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    return _loss_over(model, iter_eval_windows(data, block_size, batch_size), device, max_batches)
+    n_batches = math.ceil(((len(data) - 1) // block_size) / batch_size)
+    total = n_batches if max_batches is None else min(n_batches, max_batches)
+    batches = tqdm(iter_eval_windows(data, block_size, batch_size), total=total, desc="eval", unit="batch",
+                   disable=not progress or os.environ.get("MINIGPT_PROGRESS") == "0", dynamic_ncols=True)
+    with contextlib.closing(batches):
+        return _loss_over(model, batches, device, max_batches)
 
 
 @dataclass
@@ -280,8 +368,10 @@ def _load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler:
     """Restore weights, optimizer and scaler from ``out``; returns (step, elapsed seconds)."""
     from .checkpoint import load_checkpoint, read_safetensors, unwrap_model
 
-    if not (out / STATE_FILE).is_file():
-        raise FileNotFoundError(f"cannot resume: {out / STATE_FILE} does not exist (no earlier run saved there)")
+    missing = [name for name in RESUME_FILES if not (out / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"cannot resume: {out} holds no complete training checkpoint "
+                                f"({', '.join(missing)} missing)")
     state = json.loads((out / STATE_FILE).read_text())
     ckpt = load_checkpoint(out)
     tensors, header = read_safetensors(out / OPTIMIZER_FILE)
@@ -356,6 +446,8 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
     tokens_per_step = cfg.batch_size * block * cfg.grad_accum  # over all ranks
     t0, train_time, window_tokens = time.perf_counter(), 0.0, 0
 
+    signals = _Signals()
+
     def notify(event: str, info: dict) -> None:
         if not dist.is_main:  # rank 0 alone logs
             return
@@ -368,7 +460,7 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
         if not dist.is_main:  # rank 0 alone evaluates (on the unwrapped model: no collectives)
             return
         with autocast:
-            tr = _loss_over(raw, (train_probe.batch(i) for i in range(cfg.train_eval_batches)), device, None)
+            tr, _ = _loss_over(raw, (train_probe.batch(i) for i in range(cfg.train_eval_batches)), device, None)
             va = evaluate(raw, val_data, block, cfg.batch_size, cfg.eval_batches, device) if val_data is not None else None
         rec = {"iter": it, "train_loss": tr, "val_loss": va, "lr": lr_at(max(it - 1, 0), cfg),
                "elapsed_s": elapsed0 + time.perf_counter() - t0,
@@ -376,59 +468,84 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
         train_time, window_tokens = 0.0, 0
         history.evals.append(rec)
         if out is not None:
-            with open(out / METRICS_FILE, "a") as f:
+            with signals.deferred(), open(out / METRICS_FILE, "a") as f:
                 f.write(json.dumps(rec) + "\n")
         notify("eval", rec)
 
     def save(it: int) -> None:
+        nonlocal saved
         if out is not None:
             last = history.evals[-1] if history.evals else {}
-            info = {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss")}
-            _save_state(out, raw, opt, scaler, tokenizer, it, elapsed0 + time.perf_counter() - t0, cfg, {**meta, **info})
+            info = {"train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"), "eval_step": last.get("iter")}
+            with signals.deferred():
+                _save_state(out, raw, opt, scaler, tokenizer, it, elapsed0 + time.perf_counter() - t0, cfg,
+                            {**meta, **info})
+                saved = it
 
-    raw.train()
-    if start == 0 and cfg.eval_interval > 0:
-        do_eval(0)
+    def run_loop() -> None:
+        nonlocal train_time, window_tokens, done
+        raw.train()
+        if start == 0 and cfg.eval_interval > 0:
+            do_eval(0)
+        for step in range(start, cfg.max_iters):
+            ts = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(cfg.seed + 1_000_003 * (step + 1) + dist.rank)  # dropout masks keyed by step
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                x, y = sampler.batch(step * cfg.grad_accum + micro)  # the global batch, same on every rank
+                x, y = _to_device(x[rows], device), _to_device(y[rows], device)  # pinned -> async on CUDA
+                last = micro == cfg.grad_accum - 1
+                with distributed.sync_context(fwd, sync=last):  # DDP all-reduces on the last micro-step only
+                    with autocast:
+                        _, loss = fwd(x, y)
+                    scaler.scale(loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach()
+            it = step + 1
+            loss_val = distributed.mean_over_ranks(loss_sum.item() / cfg.grad_accum, device)
+            if not math.isfinite(loss_val):  # checked before the update: the weights are still step's
+                kept = f"the checkpoint of step {saved} in {out} is kept" if out is not None and saved is not None \
+                    else "no checkpoint had been saved"
+                raise TrainingDiverged(f"the training loss is {loss_val} at step {it} (learning rate {lr:.3g}): "
+                                       f"training stopped before that update; {kept}. {DIVERGED_ADVICE}", step=it, saved_step=saved)
+            with signals.deferred():  # a signal now waits until the step is complete
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                done = it
+            train_time += time.perf_counter() - ts
+            window_tokens += tokens_per_step
+            history.steps.append({"iter": it, "loss": loss_val, "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_val:.4f}", refresh=False)
+            notify("step", {"iter": it, "loss": loss_val, "lr": lr})
+            if it == cfg.max_iters or (cfg.eval_interval > 0 and it % cfg.eval_interval == 0):
+                do_eval(it)
+            if it == cfg.max_iters or (cfg.ckpt_interval > 0 and it % cfg.ckpt_interval == 0):
+                save(it)
+        if cfg.max_iters == 0 and not resume:  # nothing to train: evaluate and save the initial model
+            if cfg.eval_interval == 0:
+                do_eval(0)
+            save(0)
+
+    done, saved = start, (start if resume else None)  # the last finished step, the last saved one
     bar = tqdm(total=cfg.max_iters, initial=start, desc="train", dynamic_ncols=True,
                disable=os.environ.get("MINIGPT_PROGRESS") == "0" or not dist.is_main)
-    for step in range(start, cfg.max_iters):
-        ts = time.perf_counter()
-        lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(cfg.seed + 1_000_003 * (step + 1) + dist.rank)  # dropout masks keyed by step
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum):
-            x, y = sampler.batch(step * cfg.grad_accum + micro)  # the global batch, same on every rank
-            x, y = _to_device(x[rows], device), _to_device(y[rows], device)  # pinned -> async on CUDA
-            last = micro == cfg.grad_accum - 1
-            with distributed.sync_context(fwd, sync=last):  # DDP all-reduces on the last micro-step only
-                with autocast:
-                    _, loss = fwd(x, y)
-                scaler.scale(loss / cfg.grad_accum).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        it = step + 1
-        loss_val = distributed.mean_over_ranks(loss_sum.item() / cfg.grad_accum, device)
-        train_time += time.perf_counter() - ts
-        window_tokens += tokens_per_step
-        history.steps.append({"iter": it, "loss": loss_val, "lr": lr})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_val:.4f}", refresh=False)
-        notify("step", {"iter": it, "loss": loss_val, "lr": lr})
-        if it == cfg.max_iters or (cfg.eval_interval > 0 and it % cfg.eval_interval == 0):
-            do_eval(it)
-        if it == cfg.max_iters or (cfg.ckpt_interval > 0 and it % cfg.ckpt_interval == 0):
-            save(it)
-    bar.close()
-    if cfg.max_iters == 0 and not resume:  # nothing to train: evaluate and save the initial model
-        if cfg.eval_interval == 0:
-            do_eval(0)
-        save(0)
+    with signals:
+        try:
+            run_loop()
+        except _Stop as stop:
+            signals.closing = True  # a second signal now waits for the save below
+            if saved != done:
+                save(done)
+            raise TrainingInterrupted(done, out, stop.signum) from None
+        finally:
+            bar.close()
     distributed.barrier()  # no rank returns before rank 0 has saved
     return history
+

@@ -107,7 +107,7 @@ def test_shakespeare_bpe(tmp_path, capsys):
     (["train", "--corpus", "/no/such/file.txt", "--out", "OUT"], "no/such/file.txt"),
     (["train", "--n-embd", "30", "--n-head", "4", "--out", "OUT"], "divisible"),
     (["train", "--n-layer", "two", "--out", "OUT"], "--n-layer"),
-    (["train", "--max-iters", "-1", "--out", "OUT"], "max_iters"),
+    (["train", "--max-iters", "-1", "--out", "OUT"], "--max-iters must be >= 0"),
     (["train", "--corpus", "shakespeare"], "--out"),
     (["train", "--out", "OUT", "--resume"], "resume"),
     (["sample", "--ckpt", "/no/such/ckpt"], "/no/such/ckpt"),
