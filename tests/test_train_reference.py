@@ -5,14 +5,16 @@ batches drawn by an independently written indexer (window starts from NumPy's ge
 by the pair (seed, batch number), as ``BatchSampler`` documents), gradient accumulation as a
 mean over micro-batches, gradient clipping by the global norm, the learning-rate schedule
 computed by hand from ``TrainConfig``'s docstring, and AdamW written out in plain tensor
-operations with explicit beta1, beta2, eps and decoupled weight decay on matrices only. Nothing
-here calls ``configure_optimizer``, ``BatchSampler``, ``lr_at`` or ``clip_grad_norm_``.
+operations with explicit beta1, beta2, eps and decoupled weight decay on matrices only. The
+reference calls none of ``configure_optimizer``, ``BatchSampler``, ``lr_at`` or
+``clip_grad_norm_`` (two small tests below compare the hand schedule with ``lr_at`` and the hand
+indexer with ``BatchSampler``, so that a wrong constant here cannot hide).
 
-Both sides run the model in float64, so the reference agrees to ~1e-16 (measured below) and the
-tolerances can be tight: each wrong hyperparameter (beta2, accumulation scale, batch stream)
-moves the weights by ~1e-4 or more, far outside them. The model's forward pass itself is
-tested elsewhere (against Hugging Face GPT-2 and SDPA); here it is only the function being
-optimised.
+Both sides run the model in float64 (the loss itself is taken in float32 on both, as ``lm_loss``
+does), so the reference agrees to ~1e-15 (measured below) and the tolerances can be tight: each
+wrong hyperparameter (beta2, accumulation scale, batch stream) moves the weights by 5e-4 or
+more, far outside them. The model's forward pass itself is tested elsewhere (against Hugging
+Face GPT-2 and SDPA); here it is only the function being optimised.
 """
 
 import math
@@ -31,7 +33,9 @@ CHARS = sorted(set(TEXT))
 DATA = torch.tensor([CHARS.index(c) for c in TEXT], dtype=torch.long)
 BLOCK, BATCH, ACCUM, STEPS = 16, 4, 2, 3
 # Hyperparameters away from the defaults (beta2 0.99, weight decay 0.1 ...) so that a constant
-# hard-wired in place of the config's value shows.
+# hard-wired in place of the config's value shows. grad_clip 1.1 sits between the reference's
+# gradient norms (1.25 at step 0, 0.98 and 0.90 after): clipping acts on one step only, so a
+# gradient off by a constant factor (which AdamW alone would almost cancel) changes the weights.
 CFG = dict(max_iters=STEPS, batch_size=BATCH, grad_accum=ACCUM, learning_rate=1e-2, min_lr=1e-3,
            warmup_iters=1, weight_decay=0.5, beta1=0.8, beta2=0.95, grad_clip=1.1, eval_interval=0,
            seed=4321, device="cpu", dtype="float32", fused="auto")
@@ -42,8 +46,10 @@ EPS = 1e-8  # torch.optim.AdamW's default, which the package does not change
 
 # Measured on a clean tree (torch 2.13, CPU, 1 thread): max |package - reference| after 3 steps
 # is 6.0e-15 over the weights (which move by up to 2.1e-2) and 5.6e-17 over the accumulated
-# gradients. The tolerances below are >= 1e4x those; the smallest planted bug (beta2, the
-# accumulation scale, a colliding batch stream) moves the weights by >= 1e-4.
+# gradients. The tolerances below are >= 1e4x those. Planted bugs, measured: beta2 hard-wired to
+# 0.999 moves the weights by 5.0e-4 (gradient at step 2 by 8.6e-4); no division by grad_accum
+# 1.2e-3 (gradients 0.30, x2); micro-batches that collide across steps 2.5e-2; BatchSampler
+# seeded by seed + step 4.0e-2.
 WEIGHT_ATOL = 1e-10
 GRAD_ATOL = 1e-12
 
