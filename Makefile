@@ -47,7 +47,7 @@ bench: setup  ## the benchmarks (minutes): print tables, write benchmarks/result
 	$(BIN)/python benchmarks/generate.py
 
 pretrained: setup  ## re-train the reference model in assets/ (38 min on the 2-core CPU)
-	$(BIN)/python -m minigpt train --config assets/pretrained/shakespeare-bpe.json --out assets/pretrained/shakespeare-bpe
+	$(BIN)/python -m minigpt train --config assets/pretrained/shakespeare-bpe.json --out assets/pretrained/shakespeare-bpe --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
