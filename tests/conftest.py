@@ -13,3 +13,12 @@ def tiny_config() -> GPTConfig:
 def tiny_model(tiny_config) -> GPT:
     torch.manual_seed(0)
     return GPT(tiny_config).eval()
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    """No progress bars in test output, and every test leaves PyTorch's thread count as it found it."""
+    monkeypatch.setenv("MINIGPT_PROGRESS", "0")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -23,14 +23,6 @@ TINY = ["--tokenizer", "char", "--n-layer", "1", "--n-head", "2", "--n-embd", "1
         "--batch-size", "4", "--threads", "1", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("MINIGPT_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "tiny.txt"

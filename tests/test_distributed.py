@@ -27,14 +27,6 @@ TINY = ["--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "3
         "--eval-interval", "0", "--eval-batches", "2", "--threads", "1", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("MINIGPT_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINIGPT_PROGRESS": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):

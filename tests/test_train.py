@@ -14,12 +14,8 @@ TEXT = "to be or not to be, that is the question. " * 40
 
 
 @pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("MINIGPT_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread():
+    torch.set_num_threads(1)  # conftest's _quiet restores the count afterwards
 
 
 @pytest.fixture

@@ -55,12 +55,8 @@ GRAD_ATOL = 1e-12
 
 
 @pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("MINIGPT_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread():
+    torch.set_num_threads(1)  # conftest's _quiet restores the count afterwards
 
 
 def _model() -> GPT:
