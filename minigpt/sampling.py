@@ -3,8 +3,9 @@ repetition penalty, stop strings, beam search, and the KV cache that makes gener
 
 The logits of the next token go through the same stages as in Hugging Face ``transformers``:
 
-1. **repetition penalty** (CTRL): for every token already in the sequence (prompt included), a
-   positive logit is divided by the penalty and a negative one multiplied by it;
+1. **repetition penalty** (Hugging Face's sign-aware form of CTRL's, which divides every seen
+   logit): for every token already in the sequence (prompt included), a positive logit is divided
+   by the penalty and a negative one multiplied by it;
 2. **temperature**: logits / T (T < 1 sharpens, T > 1 flattens); as T -> 0 only the argmax is
    left, so in :func:`process_logits` T = 0 means that limit, and sampling at T = 0 is an error
    (use ``do_sample=False``);
