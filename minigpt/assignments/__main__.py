@@ -80,7 +80,7 @@ def _grade(args) -> int:
         raise AssignmentError(f"--require-sandbox: {bwrap_status()[1]}; install it (apt-get install -y bubblewrap)")
     if args.csv and args.source:
         check_grade_file(args.csv, Path(args.source))
-    print(f"sandbox: {sandbox_description() if not args.no_sandbox else 'NONE (--no-sandbox)'}", file=sys.stderr)
+    print(f"sandbox: {sandbox_description(not args.no_sandbox)}", file=sys.stderr)
     feedback = Path(args.feedback) if args.feedback else None
     if feedback:
         feedback.mkdir(parents=True, exist_ok=True)

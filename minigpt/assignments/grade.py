@@ -122,13 +122,17 @@ class GradeReport:
     def row(self) -> dict:
         """One flat row (for CSV): submission, total, max, then the points of each exercise."""
         out = {"submission": self.submission, "notebook": Path(self.source).name,
-               "total": self.total, "max": self.max_points}
-        out.update({r.id: round(r.points, 4) for r in self.results})
+               "total": _clean(self.total), "max": _clean(self.max_points)}
+        out.update({r.id: _clean(r.points) for r in self.results})
         return out
 
     def to_json(self) -> dict:
         return {**self.row(), "seconds": round(self.seconds, 1), "notes": self.notes, "sandbox": self.sandbox,
                 "exercises": [asdict(r) for r in self.results]}
+
+
+def _clean(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else round(x, 4)
 
 
 def _num(x: float) -> str:
@@ -327,22 +331,70 @@ def _apply_state(args: tuple, state: dict) -> None:
             a.load_state_dict(st["optimizer"])
 
 
+class _Forbidden(BaseException):
+    """An answer called a forbidden function (a ``BaseException``: the check must not wrap it)."""
+
+
+def _forbidden_message(names) -> str:
+    names = ", ".join(sorted(set(names)))
+    return (f"this exercise asks you to write it by hand, but your answer calls {names} (the package's own "
+            "version); write the computation yourself")
+
+
+def forbidden_uses(source: str, names) -> list[str]:
+    """Which of the dotted ``names`` the code refers to (through any import alias), read statically."""
+    from .deps import _python
+
+    try:
+        tree = ast.parse(_python(source))
+    except SyntaxError:
+        return []
+    alias: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                alias[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                alias[a.asname or a.name] = f"{node.module}.{a.name}"
+    wanted = set(names)
+    short = {n.rsplit(".", 1)[0]: n for n in names}  # minigpt.model.GPT for minigpt.model.GPT.__init__
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            parts = []
+            n = node
+            while isinstance(n, ast.Attribute):
+                parts.append(n.attr)
+                n = n.value
+            if not isinstance(n, ast.Name) or n.id not in alias:
+                continue
+            full = ".".join([alias[n.id], *reversed(parts)])
+            for cand in (full, full.replace("minigpt.finetune.", "minigpt.finetune.lora.", 1),
+                         full.replace("minigpt.finetune.", "minigpt.finetune.sft.", 1)):
+                if cand in wanted or (cand in short and short[cand].endswith(".__init__")):
+                    hits.append(short.get(cand, cand) if cand not in wanted else cand)
+    return sorted(set(hits))
+
+
 class _Remote:
     """The student's function, seen from the grader: each call runs in the worker."""
 
-    def __init__(self, worker: Worker, expr: str):
-        self.worker, self.expr = worker, expr
+    def __init__(self, worker: Worker, expr: str, forbid=()):
+        self.worker, self.expr, self.forbid = worker, expr, tuple(forbid)
         self.__name__ = expr
 
     def __call__(self, *args):
-        reply = self.worker.request(op="call", expr=self.expr, args=pickle.dumps(args))
+        reply = self.worker.request(op="call", expr=self.expr, args=pickle.dumps(args), forbid=self.forbid)
+        if reply.get("forbidden"):
+            raise _Forbidden(_forbidden_message(reply["forbidden"]))
         if not reply.get("ok"):
             raise _student_error(reply)
         _apply_state(args, _decode(reply["state"]))
         return _decode(reply["value"])
 
 
-def _argument(worker: Worker, expr: str):
+def _argument(worker: Worker, expr: str, forbid=()):
     """An argument of a check call: a literal as itself, the student's function as a :class:`_Remote`,
     any other expression as the value the worker computes (the student's answer)."""
     try:
@@ -353,7 +405,7 @@ def _argument(worker: Worker, expr: str):
     if not reply.get("ok"):
         err = _student_error(reply)
         raise _Missing(f"`{expr}` is not available after your cell ran ({type(err).__name__}: {err})")
-    return _Remote(worker, expr) if reply.get("callable") else _decode(reply["value"])
+    return _Remote(worker, expr, forbid) if reply.get("callable") else _decode(reply["value"])
 
 
 class _Missing(Exception):
@@ -366,19 +418,27 @@ class _Case:
     message: str = ""
 
 
-def _evaluate(worker: Worker, hidden: str, where: str, offsets: list[int], answer_error: str | None) -> list[_Case]:
+def _evaluate(worker: Worker, hidden: str, where: str, offsets: list[int], answer_error: str | None,
+              answer_code: str = "") -> list[_Case]:
     """Run the hidden tests' checks here, once per secret offset each; one case per run."""
     from minigpt.checks import CheckFailed, hidden_inputs
 
     cases = []
     for module, name, exprs in check_calls(hidden, where):
         check = getattr(importlib.import_module(f"minigpt.checks.{module}"), name)
+        forbid = getattr(check, "forbidden", ())
+        used = forbidden_uses(answer_code, forbid)
         for offset in offsets:
+            if used:
+                cases.append(_Case("failed", _forbidden_message(used)))
+                continue
             try:
-                args = [_argument(worker, e) for e in exprs]
+                args = [_argument(worker, e, forbid) for e in exprs]
                 with hidden_inputs(offset):
                     check(*args)
                 cases.append(_Case("passed"))
+            except _Forbidden as e:
+                cases.append(_Case("failed", str(e)))
             except _Missing as e:
                 cases.append(_outcome(str(e), answer_error, "error"))
             except CheckFailed as e:
@@ -423,8 +483,9 @@ def _run_plan(plan: list[_Cell], limits: Limits, offsets: list[int], sandbox: bo
                     timeout = min(limits.timeout, remaining)
                     if cell.role == "evaluate":
                         worker.limits = Limits(**{**asdict(limits), "timeout": timeout})
+                        code = "\n\n".join(c.source for c in plan if c.exercise == cell.exercise and c.role == "answer")
                         cases[cell.exercise] = _evaluate(worker, cell.source, f"exercise {cell.exercise}",
-                                                         offsets, answer_error.get(cell.exercise))
+                                                         offsets, answer_error.get(cell.exercise), code)
                         worker.limits = limits
                         continue
                     reply = worker.request(op="run", code=cell.source, timeout=timeout)
@@ -500,7 +561,7 @@ def grade(submission: str | Path, source: str | Path | None = None, *, timeout: 
         pts = ex.points * (share if not all_or_nothing else float(good == n and n > 0))
         results.append(ExerciseResult(ex.id, ex.title, round(pts, 4), ex.points, status, _short(msg), good, n))
     return GradeReport(str(submission), str(src_path), results, time.perf_counter() - t0, notes,
-                       sandbox_description() if sandbox else "NONE (turned off with --no-sandbox)")
+                       sandbox_description(sandbox))
 
 
 def _short(message: str, limit: int = 400) -> str:

@@ -61,14 +61,10 @@ class Limits:
     file_size: int = 64 << 20
 
 
-def _drop_to_nobody() -> bool:
-    """Run workers as ``nobody`` when the grader is root (and ``nobody`` can run Python: in the
-    sandbox it always can; outside it, the Python installation may sit in root's home)."""
-    return os.geteuid() == 0 and (bwrap_status()[0] is not None or _nobody_runs_python())
-
-
 @lru_cache(maxsize=None)
 def _nobody_runs_python() -> bool:
+    """Whether ``nobody`` can run Python outside the sandbox (the installation may sit in root's
+    home, which only root can enter); the worker then runs as nobody, else as the grader's user."""
     pkg, _ = _package_dirs()
     try:
         return subprocess.run([sys.executable, "-c", "import IPython, minigpt"], capture_output=True, timeout=120,
@@ -94,9 +90,10 @@ def bwrap_status() -> tuple[str | None, str]:
     return exe, ""
 
 
-def sandbox_description() -> str:
-    exe, why = bwrap_status()
-    user = "as nobody, " if _drop_to_nobody() else ""
+def sandbox_description(sandbox: bool = True) -> str:
+    """One line for the grade output: how submissions ran."""
+    exe, why = bwrap_status() if sandbox else (None, "turned off (--no-sandbox)")
+    user = "as nobody, " if os.geteuid() == 0 and (exe or _nobody_runs_python()) else ""
     if exe:
         return f"bubblewrap ({user}no network, package read-only, solutions not visible)"
     return (f"NONE: {why}; submissions ran {user}in their own process group with resource limits, but "
@@ -205,7 +202,7 @@ class Worker:
         self.log_tail = ""
         exe, _ = bwrap_status() if sandbox else (None, "")
         self.sandboxed = exe is not None
-        nobody = _drop_to_nobody()
+        nobody = os.geteuid() == 0 and (exe is not None or _nobody_runs_python())
         if nobody:
             os.chown(self.work, NOBODY, NOBODY)
         self.work.chmod(0o711)  # its parent is 0700; bwrap (caps dropped) must enter it

@@ -105,6 +105,64 @@ def _state(args) -> dict:
     return out
 
 
+def resolve(name: str):
+    """The object a dotted name (``minigpt.attention.attention``) stands for."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+            break
+        except ImportError:
+            continue
+    else:
+        raise ImportError(name)
+    for a in parts[i:]:
+        obj = getattr(obj, a)
+    return obj
+
+
+class _Watch:
+    """Which forbidden functions a call reaches (a profile hook on this thread and new ones)."""
+
+    def __init__(self, names):
+        import threading
+
+        self.codes, self.builtins, self.hits = {}, {}, []
+        for n in names:
+            try:
+                obj = resolve(n)
+            except (ImportError, AttributeError):
+                continue
+            code = getattr(obj, "__code__", None)
+            if code is not None:
+                self.codes[code] = n
+            else:
+                self.builtins[id(obj)] = n
+        self._threading = threading
+
+    def _hook(self, frame, event, arg):
+        if event == "call":
+            n = self.codes.get(frame.f_code)
+        elif event == "c_call":
+            n = self.builtins.get(id(arg))
+        else:
+            return
+        if n and n not in self.hits:
+            self.hits.append(n)
+
+    def __enter__(self):
+        if self.codes or self.builtins:
+            sys.setprofile(self._hook)
+            self._threading.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(None)
+        self._threading.setprofile(None)
+
+
 def _error(e: BaseException) -> dict:
     return {"ok": False, "ename": type(e).__name__, "evalue": str(e)[:2000]}
 
@@ -146,11 +204,13 @@ def _handle(shell, ns, req: dict) -> dict:
     if op == "call":
         fn = eval(req["expr"], ns)  # noqa: S307
         args = pickle.loads(req["args"])
+        watch = _Watch(req.get("forbid", ()))
         try:
-            out = fn(*args)
+            with watch:
+                out = fn(*args)
         except BaseException as e:  # noqa: BLE001 - the student's exception is their answer
-            return {**_error(e), "raised": True}
-        return {"ok": True, "value": encode(out), "state": encode(_state(args))}
+            return {**_error(e), "raised": True, "forbidden": watch.hits}
+        return {"ok": True, "value": encode(out), "state": encode(_state(args)), "forbidden": watch.hits}
     raise ValueError(f"unknown request {op!r}")
 
 

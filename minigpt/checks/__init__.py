@@ -43,6 +43,17 @@ def hidden_inputs(offset: int = 7919) -> Iterator[None]:
         _hidden.update(saved)
 
 
+def forbids(*names: str):
+    """Mark a check with the ``minigpt`` (or torch) functions an answer must not call: the
+    exercise asks for them by hand. The grader refuses answers that use them, both by reading the
+    answer's code and by watching the calls it makes."""
+    def mark(check):
+        check.forbidden = names
+        return check
+
+    return mark
+
+
 class CheckFailed(AssertionError):
     """Raised by a check whose answer is wrong; the message says why and how to fix it."""
 

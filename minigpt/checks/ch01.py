@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..tokenizer import CharTokenizer
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embedding",
            "check_input_embedding", "CheckFailed"]
@@ -39,6 +39,7 @@ def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-5))
 
 
+@forbids('minigpt.tokenizer.CharTokenizer.from_text', 'minigpt.tokenizer.CharTokenizer.__init__')
 def check_vocab(fn: Callable) -> None:
     """Check ``fn(text) -> (stoi, itos)``: itos the sorted distinct characters, stoi its inverse."""
     out = _call(fn, _TEXT, what="your build_vocab")
@@ -121,6 +122,7 @@ def _no_skip(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return [new_id if i < len(ids) - 1 and (ids[i], ids[i + 1]) == tuple(pair) else t for i, t in enumerate(ids)]
 
 
+@forbids('minigpt.tokenizer._merge')
 def check_merge(fn: Callable) -> None:
     """Check ``fn(ids, pair, new_id) -> list``: every occurrence of ``pair`` replaced by
     ``new_id``, scanning left to right, non-overlapping (as BPE training and encoding do)."""

@@ -14,7 +14,7 @@ import torch
 
 from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
 
@@ -86,6 +86,7 @@ def _variants(q, k, v, mask):
     return [(o, m) for o, m in out if o is not None]
 
 
+@forbids('minigpt.attention.attention', 'torch.nn.functional.scaled_dot_product_attention')
 def check_attention(fn: Callable) -> None:
     """Check ``fn(q, k, v, mask=None)``: scaled dot-product attention.
 
@@ -128,6 +129,7 @@ def check_attention(fn: Callable) -> None:
     passed("attention matches minigpt.attention, with and without the causal mask")
 
 
+@forbids('minigpt.attention.causal_mask')
 def check_causal_mask(fn: Callable) -> None:
     """Check ``fn(T)``: a (T, T) boolean mask, True where query i may attend to key j (j <= i)."""
     for T in (4, 9, 1):
@@ -184,6 +186,7 @@ def check_split_heads(fn: Callable) -> None:
     fail("your split heads differ from x.view(B, T, n_head, C // n_head).transpose(1, 2)")
 
 
+@forbids('minigpt.attention.attention', 'minigpt.attention.CausalSelfAttention.forward', 'torch.nn.functional.scaled_dot_product_attention')
 def check_multi_head(fn: Callable) -> None:
     """Check ``fn(x, attn)``: multi-head causal self-attention by hand with a
     :class:`~minigpt.attention.CausalSelfAttention`'s weights (``attn.c_attn``, ``attn.c_proj``,

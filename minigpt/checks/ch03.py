@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..model import GPT, Block, FeedForward
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "CheckFailed"]
 
@@ -50,6 +50,7 @@ def _first_failure(got: torch.Tensor, ref: torch.Tensor, candidates, generic: st
     fail(f"{generic} (largest difference {worst:.3g})")
 
 
+@forbids('minigpt.model.FeedForward.forward')
 def check_ffn(fn: Callable) -> None:
     """Check ``fn(x, W1, b1, W2, b2)`` = max(0, x W1 + b1) W2 + b2, with W1 (C, 4C), W2 (4C, C).
 
@@ -88,6 +89,7 @@ def check_ffn(fn: Callable) -> None:
     ], "your FFN differs from max(0, x @ W1 + b1) @ W2 + b2")
 
 
+@forbids('torch.nn.functional.gelu')
 def check_gelu(fn: Callable) -> None:
     """Check ``fn(x)`` = GELU(x) = x·Φ(x), exact (erf) or GPT-2's tanh approximation."""
     x = torch.linspace(-5, 5, 201, dtype=torch.float64)
@@ -113,6 +115,7 @@ def check_gelu(fn: Callable) -> None:
     ], "your GELU differs from x·Φ(x) = 0.5·x·(1 + erf(x/√2))")
 
 
+@forbids('torch.nn.functional.layer_norm')
 def check_layernorm(fn: Callable) -> None:
     """Check ``fn(x, gamma, beta, eps=1e-5)``: LayerNorm over the last dimension, as nn.LayerNorm."""
     g = torch.Generator().manual_seed(seeded(5))
@@ -160,6 +163,7 @@ def _attn_hint(e: Exception) -> str:
     return ""
 
 
+@forbids('minigpt.model.Block.forward')
 def check_block(fn: Callable) -> None:
     """Check ``fn(x, block)``: the pre-LN block by hand from ``block.ln_1``, ``block.attn`` (which
     returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
@@ -221,6 +225,7 @@ def _parts(cfg: GPTConfig) -> dict[str, int]:
     }
 
 
+@forbids('minigpt.model.GPT.num_params', 'minigpt.model.GPT.__init__')
 def check_param_count(fn: Callable) -> None:
     """Check ``fn(cfg) -> int``: the parameters of ``GPT(cfg)`` by formula, against ``num_params()``.
 

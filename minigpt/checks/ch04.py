@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..objective import lm_loss, sequence_logprob, shift_for_lm
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
            "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
@@ -68,6 +68,7 @@ def _toy_model(seed: int = 17) -> GPT:
     return model
 
 
+@forbids('minigpt.objective.sequence_logprob', 'minigpt.objective.token_logprobs')
 def check_sequence_logprob(fn: Callable) -> None:
     """Check ``fn(model, ids) -> float``: log P(w_2 … w_n | w_1) by the chain rule, the sum over
     positions of the log-probability the model gives each next token (``ids`` a 1-D tensor)."""
@@ -106,6 +107,7 @@ def check_sequence_logprob(fn: Callable) -> None:
         ], "your log-probability differs from minigpt.sequence_logprob")
 
 
+@forbids('minigpt.objective.shift_for_lm')
 def check_shift(fn: Callable) -> None:
     """Check ``fn(ids) -> (x, y)`` for ids (B, T+1): inputs x = ids[:, :-1], targets y = ids[:, 1:]."""
     g = torch.Generator().manual_seed(seeded(29))
@@ -135,6 +137,7 @@ def check_shift(fn: Callable) -> None:
     fail("your (x, y) differ from x = ids[:, :-1], y = ids[:, 1:]")
 
 
+@forbids('minigpt.objective.lm_loss')
 def check_cross_entropy(fn: Callable) -> None:
     """Check ``fn(logits, targets)``: mean over positions of -log softmax(logits)[target],
     logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
@@ -180,6 +183,7 @@ def check_uniform_loss(value, vocab_size: int) -> None:
     ], "the uniform loss is -log(1/V)")
 
 
+@forbids('minigpt.objective.perplexity')
 def check_perplexity(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: perplexity = exp(loss), for a loss in nats per token."""
     for loss in (0.0, 1.2345, math.log(65)):
@@ -196,6 +200,7 @@ def check_perplexity(fn: Callable) -> None:
     passed("perplexity = exp(loss); a uniform guess over 65 tokens has perplexity 65")
 
 
+@forbids('minigpt.objective.bits_per_char')
 def check_bits_per_char(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: bits per character of a character-level model = loss / ln 2."""
     for loss in (1.0, 2.5, math.log(65)):

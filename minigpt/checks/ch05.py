@@ -12,7 +12,7 @@ import torch
 from ..config import GPTConfig
 from ..model import GPT
 from ..train import TrainConfig, lr_at
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "CheckFailed"]
 
@@ -63,6 +63,7 @@ def check_training_flops(fn: Callable) -> None:
     passed("training FLOPs ≈ 6 · N · D (2 for the forward pass, 4 for the backward pass)")
 
 
+@forbids('minigpt.train.lr_at')
 def check_lr_schedule(fn: Callable) -> None:
     """Check ``fn(step, max_lr, min_lr, warmup, decay_iters) -> lr`` against
     :func:`minigpt.train.lr_at`: linear warmup to max_lr (lr = max_lr·(step+1)/(warmup+1)), then a
@@ -115,6 +116,7 @@ def _ref_step(model, opt, x, y, clip):
     return loss.item()
 
 
+@forbids('minigpt.train.train')
 def check_train_step(fn: Callable) -> None:
     """Check ``fn(model, opt, x, y, clip) -> loss``: one training step. Forward with targets, loss,
     zero the old gradients, backward, clip the gradient norm to ``clip``, optimizer step; return

@@ -15,7 +15,7 @@ from ..finetune import LoRALinear, add_lora, count_parameters, sft_example
 from ..model import GPT
 from ..config import GPTConfig
 from ..objective import IGNORE_INDEX
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_sft_targets", "check_lora_forward", "check_lora_init", "check_lora_count", "CheckFailed"]
 
@@ -41,6 +41,7 @@ def _ids(t, what: str) -> list[int]:
     raise AssertionError  # unreachable
 
 
+@forbids('minigpt.finetune.sft.sft_example')
 def check_sft_targets(fn: Callable) -> None:
     """Check ``fn(prompt_ids, response_ids) -> (x, y)``: inputs and loss-masked targets."""
     cases = [([5, 6, 7, 8], [20, 21, 22]), ([9], [30, 31]), ([1, 2, 3, 4, 5, 6], [40])]
@@ -83,6 +84,7 @@ def check_sft_targets(fn: Callable) -> None:
     passed("inputs and masked targets match minigpt.finetune.sft_example: the loss sees only the response")
 
 
+@forbids('minigpt.finetune.lora.LoRALinear.forward')
 def check_lora_forward(fn: Callable) -> None:
     """Check ``fn(x, W, b, A, B, alpha, r)`` = x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ."""
     g = torch.Generator().manual_seed(seeded(6))
@@ -124,6 +126,7 @@ def check_lora_forward(fn: Callable) -> None:
     fail("your output differs from x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ (A is (r, in), B is (out, r))")
 
 
+@forbids('minigpt.finetune.lora.LoRALinear.__init__')
 def check_lora_init(fn: Callable) -> None:
     """Check ``fn(in_features, out_features, r) -> (A, B)``: A random (r, in), B zeros (out, r)."""
     out = _call(fn, 12, 7, 3, what="your init function")
@@ -151,6 +154,7 @@ def check_lora_init(fn: Callable) -> None:
     passed("A is random (r, in) and B is zero (out, r): B·A = 0 at the start, and gradients flow")
 
 
+@forbids('minigpt.finetune.lora.add_lora', 'minigpt.finetune.classify.count_parameters', 'minigpt.model.GPT.__init__')
 def check_lora_count(fn: Callable) -> None:
     """Check ``fn(n_embd, n_layer, r)``: adapter parameters on c_attn, attn.c_proj, c_fc, mlp.c_proj."""
     for C, L, r in ((256, 6, 8), (32, 2, 4), (48, 3, 1)):

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ..sampling import process_logits
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
 
@@ -42,6 +42,7 @@ def _logits(seed: int, V: int = 10) -> torch.Tensor:
     return torch.randn(V, generator=g, dtype=torch.float64) * 2
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_temperature(fn: Callable) -> None:
     """Check ``fn(logits, T) -> probs``: softmax(logits / T) for a 1-D logits vector, T > 0."""
     for seed, T in ((1, 0.5), (2, 2.0), (3, 0.8)):
@@ -68,6 +69,7 @@ def check_temperature(fn: Callable) -> None:
     passed("temperature: softmax(logits / T) — T < 1 sharpens, T > 1 flattens")
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_top_k(fn: Callable) -> None:
     """Check ``fn(logits, k) -> logits``: keep the k largest logits, set the others to -inf."""
     for seed, k in ((4, 3), (5, 1), (6, 7)):
@@ -95,6 +97,7 @@ def _top_p_ref(probs: torch.Tensor, p: float) -> torch.Tensor:
     return torch.softmax(process_logits(probs.log()[None], top_p=p)[0].double(), -1)
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_top_p(fn: Callable) -> None:
     """Check ``fn(probs, p) -> probs``: nucleus sampling on a 1-D probability vector. Keep the
     smallest set of most likely tokens whose total probability is at least p (the token that
@@ -135,6 +138,7 @@ def check_top_p(fn: Callable) -> None:
     passed("top-p keeps the smallest set of most likely tokens with mass ≥ p, renormalised")
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_repetition_penalty(fn: Callable) -> None:
     """Check ``fn(logits, prev_ids, penalty) -> logits`` (CTRL): for each distinct token in
     ``prev_ids``, a positive logit is divided by the penalty, a negative one multiplied by it."""

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..viz.analysis import attention_rollout, first_token_score, previous_token_score
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, forbids, fail, passed, seeded
 
 __all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "CheckFailed"]
 
@@ -46,6 +46,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, atol=1e-6, rtol=1e-5))
 
 
+@forbids('minigpt.viz.analysis.previous_token_score')
 def check_previous_token_score(fn: Callable) -> None:
     """Check ``fn(weights)``: (n_layer, n_head, T, T) -> (n_layer, n_head), the mean over queries
     i = 1..T-1 of ``weights[..., i, i-1]``."""
@@ -115,6 +116,7 @@ def check_previous_token_head(answer, weights: torch.Tensor) -> None:
          f"{s.max().item():.2f}: compute the score for every head and take the largest")
 
 
+@forbids('minigpt.viz.analysis.attention_rollout')
 def check_rollout(fn: Callable) -> None:
     """Check ``fn(weights)``: attention rollout of (n_layer, n_head, T, T) weights — average the
     heads, Â = 0.5·A + 0.5·I, multiply R = Â_l · R_(l-1) — returning (n_layer, T, T) or the last (T, T)."""
