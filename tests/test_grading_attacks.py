@@ -220,8 +220,7 @@ def test_partial_credit_and_all_or_nothing(tmp_path):
 
     nb = _released(tmp_path)
     cells = {e.id: nb.cells[e.cell] for e in find_exercises(nb.cells)}
-    # right for square inputs only: passes the hidden case without a mask? no: d_v != T, so only
-    # the shape-independent T=1 style cases; use a mask answer right for one of two draws instead
+    # right for the first check run (three masks), wrong after: one of the two cases passes
     cells["02.2"].source = ("# Exercise 02.2: the causal mask\n"
                             "calls = []\n"
                             "def my_causal_mask(T):\n"

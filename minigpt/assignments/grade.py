@@ -444,7 +444,7 @@ def _evaluate(worker: Worker, hidden: str, where: str, offsets: list[int], answe
             except CheckFailed as e:
                 cases.append(_outcome(str(e), answer_error, "failed"))
             except Exception as e:  # noqa: BLE001 - an answer the check cannot even compare
-                cases.append(_outcome(f"your answer could not be checked ({type(e).__name__}: {e})", answer_error, "failed"))
+                cases.append(_outcome(f"❌ your answer could not be checked ({type(e).__name__}: {e})", answer_error, "failed"))
     return cases
 
 

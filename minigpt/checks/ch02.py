@@ -14,7 +14,7 @@ import torch
 
 from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
-from . import CheckFailed, forbids, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
 
@@ -95,6 +95,12 @@ def check_attention(fn: Callable) -> None:
     """
     g = torch.Generator().manual_seed(seeded(2024))
     B, H, T, d_k, d_v = 2, 3, 7, 16, 5  # d_v != T and != d_k, so shape mistakes show
+    if is_hidden():  # other sizes: odd head counts, T = 1 or a long sequence, d_v != d_k
+        r = draw(2024)
+        B, H = r.randint(1, 3), r.choice([1, 3, 5])
+        T = r.choice([1, r.randint(2, 12), r.randint(40, 70)])
+        d_k = r.choice([4, 8, 12, 32])
+        d_v = r.choice([v for v in (3, 5, 6, 9) if v not in (T, d_k)])
     q = torch.randn(B, H, T, d_k, generator=g) * 1.5
     k = torch.randn(B, H, T, d_k, generator=g) * 1.5
     v = torch.randn(B, H, T, d_v, generator=g)
@@ -132,7 +138,11 @@ def check_attention(fn: Callable) -> None:
 @forbids('minigpt.attention.causal_mask')
 def check_causal_mask(fn: Callable) -> None:
     """Check ``fn(T)``: a (T, T) boolean mask, True where query i may attend to key j (j <= i)."""
-    for T in (4, 9, 1):
+    sizes = (4, 9, 1)
+    if is_hidden():
+        r = draw(3)
+        sizes = (r.randint(2, 8), 1, r.randint(20, 64), r.randint(9, 19))
+    for T in sizes:
         got = _call(fn, T, what="your causal-mask function")
         got = _tensor(got, f"the mask for T={T}")
         ref = causal_mask(T)
@@ -167,6 +177,10 @@ def check_split_heads(fn: Callable) -> None:
     """Check ``fn(x, n_head)``: (B, T, C) -> (B, n_head, T, C // n_head)."""
     g = torch.Generator().manual_seed(seeded(7))
     B, T, C, nh = 2, 5, 12, 3
+    if is_hidden():  # odd head counts, T = 1, head size != n_head
+        r = draw(7)
+        B, T, nh = r.randint(1, 3), r.choice([1, r.randint(2, 9)]), r.choice([1, 3, 5, 7])
+        C = nh * r.choice([h for h in (2, 4, 6) if h != nh])
     x = torch.randn(B, T, C, generator=g)
     got = _tensor(_call(fn, x.clone(), nh, what="your split_heads function"), "the split heads")
     ref = x.view(B, T, nh, C // nh).transpose(1, 2)
@@ -192,13 +206,19 @@ def check_multi_head(fn: Callable) -> None:
     :class:`~minigpt.attention.CausalSelfAttention`'s weights (``attn.c_attn``, ``attn.c_proj``,
     ``attn.n_head``), compared with ``attn(x)``."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_embd=16)
+    B, T = 2, 6
+    if is_hidden():  # odd head counts, T = 1 or the full block
+        r = draw(11)
+        nh = r.choice([1, 3, 5])
+        cfg = GPTConfig(vocab_size=10, block_size=24, n_layer=1, n_head=nh, n_embd=nh * r.choice([2, 4, 6]))
+        B, T = r.randint(1, 3), r.choice([1, 24, r.randint(2, 12)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(11))
         attn = CausalSelfAttention(cfg).eval()
         with torch.no_grad():  # non-zero biases, so a forgotten bias shows
             for p in attn.parameters():
                 p.normal_(0.0, 0.3)
-        x = torch.randn(2, 6, 16)
+        x = torch.randn(B, T, cfg.n_embd)
     with torch.no_grad():
         ref = attn(x)[0]
         got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention"), "the output")

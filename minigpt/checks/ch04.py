@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..objective import lm_loss, sequence_logprob, shift_for_lm
-from . import CheckFailed, forbids, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
            "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
@@ -74,7 +74,8 @@ def check_sequence_logprob(fn: Callable) -> None:
     positions of the log-probability the model gives each next token (``ids`` a 1-D tensor)."""
     model = _toy_model()
     g = torch.Generator().manual_seed(seeded(23))
-    ids = torch.randint(0, model.config.vocab_size, (9,), generator=g)
+    n = draw(23).choice([2, 12, draw(24).randint(3, 11)]) if is_hidden() else 9
+    ids = torch.randint(0, model.config.vocab_size, (n,), generator=g)
     ref = float(sequence_logprob(model, ids))
     with torch.no_grad():
         got = _number(_call(fn, model, ids.clone(), what="your sequence_logprob"), "the log-probability")
@@ -111,7 +112,8 @@ def check_sequence_logprob(fn: Callable) -> None:
 def check_shift(fn: Callable) -> None:
     """Check ``fn(ids) -> (x, y)`` for ids (B, T+1): inputs x = ids[:, :-1], targets y = ids[:, 1:]."""
     g = torch.Generator().manual_seed(seeded(29))
-    ids = torch.randint(0, 50, (3, 9), generator=g)
+    shape = (draw(29).randint(1, 5), draw(30).randint(2, 20)) if is_hidden() else (3, 9)
+    ids = torch.randint(0, 50, shape, generator=g)
     out = _call(fn, ids.clone(), what="your shift function")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         fail("return a pair (x, y): the inputs and the targets")
@@ -143,6 +145,9 @@ def check_cross_entropy(fn: Callable) -> None:
     logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
     g = torch.Generator().manual_seed(seeded(31))
     B, T, V = 2, 6, 9
+    if is_hidden():
+        r = draw(31)
+        B, T, V = r.randint(1, 4), r.choice([1, r.randint(2, 12)]), r.randint(2, 40)
     logits = torch.randn(B, T, V, generator=g) * 2
     targets = torch.randint(0, V, (B, T), generator=g)
     ref = float(lm_loss(logits, targets))
@@ -186,7 +191,11 @@ def check_uniform_loss(value, vocab_size: int) -> None:
 @forbids('minigpt.objective.perplexity')
 def check_perplexity(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: perplexity = exp(loss), for a loss in nats per token."""
-    for loss in (0.0, 1.2345, math.log(65)):
+    losses = (0.0, 1.2345, math.log(65))
+    if is_hidden():
+        r = draw(61)
+        losses = (r.uniform(0.01, 1), r.uniform(1, 6), math.log(r.randint(2, 60000)))
+    for loss in losses:
         got = _number(_call(fn, loss, what="your perplexity"), "the perplexity")
         ref = math.exp(loss)
         if _close(got, ref):
@@ -203,7 +212,11 @@ def check_perplexity(fn: Callable) -> None:
 @forbids('minigpt.objective.bits_per_char')
 def check_bits_per_char(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: bits per character of a character-level model = loss / ln 2."""
-    for loss in (1.0, 2.5, math.log(65)):
+    losses = (1.0, 2.5, math.log(65))
+    if is_hidden():
+        r = draw(62)
+        losses = (r.uniform(0.05, 1), r.uniform(1, 6), math.log(r.randint(2, 60000)))
+    for loss in losses:
         got = _number(_call(fn, loss, what="your bits-per-character"), "bits per character")
         ref = loss / math.log(2)
         if _close(got, ref):
@@ -221,8 +234,11 @@ def check_bigram_probs(fn: Callable) -> None:
     """Check ``fn(ids, vocab_size, alpha) -> P`` (V, V): P[a, b] = P(next = b | current = a) with
     add-alpha smoothing, (count(a→b) + alpha) / (count(a→·) + alpha·V)."""
     g = torch.Generator().manual_seed(seeded(37))
-    V, alpha = 7, 0.5
-    ids = torch.randint(0, V - 1, (200,), generator=g)  # token V-1 never occurs: its row needs smoothing
+    V, alpha, n = 7, 0.5, 200
+    if is_hidden():
+        r = draw(37)
+        V, alpha, n = r.randint(3, 15), r.choice([0.1, 0.25, 2.0, r.uniform(0.01, 3)]), r.randint(20, 400)
+    ids = torch.randint(0, V - 1, (n,), generator=g)  # token V-1 never occurs: its row needs smoothing
     counts = torch.zeros(V, V, dtype=torch.float64)
     counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), accumulate=True)
     ref = (counts + alpha) / (counts + alpha).sum(1, keepdim=True)

@@ -12,7 +12,7 @@ import torch
 from ..config import GPTConfig
 from ..model import GPT
 from ..train import TrainConfig, lr_at
-from . import CheckFailed, forbids, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "CheckFailed"]
 
@@ -42,7 +42,12 @@ def _close(a: float, b: float, rel: float = 1e-6) -> bool:
 def check_training_flops(fn: Callable) -> None:
     """Check ``fn(n_params, iters, batch_size, block_size) -> FLOPs`` = 6 · N · D, with
     D = iters · batch_size · block_size the number of training tokens."""
-    for n, it, b, t in ((109_056, 300, 16, 64), (124_000_000, 19_073, 512, 1024)):
+    cases = ((109_056, 300, 16, 64), (124_000_000, 19_073, 512, 1024))
+    if is_hidden():
+        r = draw(51)
+        cases = tuple((r.randint(10_000, 10**9), r.randint(1, 50_000), r.randint(1, 512), r.randint(8, 4096))
+                      for _ in range(3))
+    for n, it, b, t in cases:
         got = _num(_call(fn, n, it, b, t, what="your training_flops"), "the FLOP count")
         d = it * b * t
         ref = 6 * n * d
@@ -69,8 +74,15 @@ def check_lr_schedule(fn: Callable) -> None:
     :func:`minigpt.train.lr_at`: linear warmup to max_lr (lr = max_lr·(step+1)/(warmup+1)), then a
     cosine from max_lr to min_lr at ``decay_iters``, and min_lr after that."""
     max_lr, min_lr, warmup, decay = 1e-3, 1e-4, 10, 100
-    cfg = TrainConfig(learning_rate=max_lr, min_lr=min_lr, warmup_iters=warmup, max_iters=decay)
     steps = [0, 5, 9, 10, 30, 55, 80, 99, 100, 150]
+    if is_hidden():  # other rates and lengths; the boundaries and points in between
+        r = draw(52)
+        max_lr = r.choice([3e-4, 6e-4, 2e-3, 1e-2])
+        min_lr, warmup = max_lr * r.choice([0.0, 0.05, 0.1, 0.3]), r.randint(1, 40)
+        decay = warmup + r.randint(20, 400)
+        steps = sorted({0, warmup - 1, warmup, warmup + 1, decay - 1, decay, decay + 1, decay + r.randint(2, 99),
+                        *(r.randint(warmup, decay) for _ in range(4)), r.randrange(warmup)})
+    cfg = TrainConfig(learning_rate=max_lr, min_lr=min_lr, warmup_iters=warmup, max_iters=decay)
     got = [_num(_call(fn, s, max_lr, min_lr, warmup, decay, what="your lr schedule"), "the learning rate")
            for s in steps]
     ref = [lr_at(s, cfg) for s in steps]
@@ -122,8 +134,11 @@ def check_train_step(fn: Callable) -> None:
     zero the old gradients, backward, clip the gradient norm to ``clip``, optimizer step; return
     the loss (a float) computed before the update. It is run for three steps on a toy model."""
     g = torch.Generator().manual_seed(seeded(3))
-    batches = [torch.randint(0, 13, (4, 9), generator=g) for _ in range(3)]
-    clip = 0.05  # small, so that clipping always acts
+    shape, clip = (4, 9), 0.05  # a small clip, so that clipping always acts
+    if is_hidden():
+        r = draw(53)
+        shape, clip = (r.randint(1, 6), r.randint(2, 9)), r.choice([0.02, 0.05, 0.1])
+    batches = [torch.randint(0, 13, shape, generator=g) for _ in range(3)]
     models, losses = [], []
     for who in ("ref", "you"):
         m = _toy()

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ..sampling import process_logits
-from . import CheckFailed, forbids, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
 

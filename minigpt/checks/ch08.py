@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..viz.analysis import attention_rollout, first_token_score, previous_token_score
-from . import CheckFailed, forbids, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "CheckFailed"]
 
