@@ -50,11 +50,16 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def check_previous_token_score(fn: Callable) -> None:
     """Check ``fn(weights)``: (n_layer, n_head, T, T) -> (n_layer, n_head), the mean over queries
     i = 1..T-1 of ``weights[..., i, i-1]``."""
-    w = _causal_random((3, 4, 9, 9), seed=8)
-    prev = torch.zeros(9, 9, dtype=torch.float64)
+    L, H, T = 3, 4, 9
+    if is_hidden():
+        r = draw(81)
+        L, H, T = r.randint(2, 5), r.choice([1, 3, 5]), r.choice([2, r.randint(3, 40)])
+    w = _causal_random((L, H, T, T), seed=8)
+    prev = torch.zeros(T, T, dtype=torch.float64)
     prev[0, 0] = 1
-    prev[torch.arange(1, 9), torch.arange(8)] = 1
-    w[2, 1] = prev  # a perfect previous-token head: it must score exactly 1
+    prev[torch.arange(1, T), torch.arange(T - 1)] = 1
+    pl, ph = (2, 1) if not is_hidden() else (draw(82).randrange(L), draw(83).randrange(H))
+    w[pl, ph] = prev  # a perfect previous-token head: it must score exactly 1
     got = _as(_call(fn, w.clone(), what="your function"), "your score")
     ref = previous_token_score(w)
     if _same(got, ref):
@@ -84,8 +89,8 @@ def check_previous_token_score(fn: Callable) -> None:
     if _same(got.T, ref) if got.dim() == 2 else False:
         fail("layers and heads are swapped: keep the (n_layer, n_head) order of the weights")
     worst = (got - ref).abs().max().item()
-    fail(f"your scores differ from the reference (largest difference {worst:.3g}); the planted "
-         f"previous-token head (layer 2, head 1) should score 1 and scored {got[2, 1].item():.3f}")
+    fail(f"your scores differ from the reference (largest difference {worst:.3g}); a perfect "
+         f"previous-token head (layer {pl}, head {ph}) should score 1 and scored {got[pl, ph].item():.3f}")
 
 
 def check_previous_token_head(answer, weights: torch.Tensor) -> None:
@@ -120,7 +125,12 @@ def check_previous_token_head(answer, weights: torch.Tensor) -> None:
 def check_rollout(fn: Callable) -> None:
     """Check ``fn(weights)``: attention rollout of (n_layer, n_head, T, T) weights — average the
     heads, Â = 0.5·A + 0.5·I, multiply R = Â_l · R_(l-1) — returning (n_layer, T, T) or the last (T, T)."""
-    w = _causal_random((3, 2, 6, 6), seed=88)
+    shape = (3, 2, 6, 6)
+    if is_hidden():
+        r = draw(88)
+        T = r.choice([1, r.randint(2, 20)])
+        shape = (r.randint(1, 5), r.choice([1, 3, 4]), T, T)
+    w = _causal_random(shape, seed=88)
     got = _as(_call(fn, w.clone(), what="your rollout"), "your rollout")
     ref = attention_rollout(w)
     if _same(got, ref) or _same(got, ref[-1]):
@@ -130,7 +140,7 @@ def check_rollout(fn: Callable) -> None:
         fail(f"your rollout has shape {tuple(got.shape)}; expected (T, T) = {tuple(ref[-1].shape)} "
              f"(or one per layer, {tuple(ref.shape)})")
     last = got if got.dim() == 2 else got[-1]
-    eye = torch.eye(6, dtype=torch.float64)
+    eye = torch.eye(shape[-1], dtype=torch.float64)
     a = w.mean(1)
     hat = 0.5 * a + 0.5 * eye
 
