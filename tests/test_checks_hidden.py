@@ -218,3 +218,47 @@ def test_honest_answer_passes_and_hard_coded_answer_fails_hidden(check, capsys):
             with pytest.raises(CheckFailed):
                 check(fake)
     assert capsys.readouterr().out == ""  # hidden runs are silent
+
+
+def _fails(check, fn, fragment):
+    with pytest.raises(CheckFailed) as info:
+        check(fn)
+    assert fragment in str(info.value), str(info.value)
+    for offset in OFFSETS[:2]:  # the same message on hidden inputs
+        with hidden_inputs(offset), pytest.raises(CheckFailed) as info:
+            check(fn)
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_specific_messages_for_the_mistakes_the_issue_lists():
+    def no_transpose(x, attn):
+        B, T, C = x.shape
+        q, k, v = (_split(t, attn.n_head) for t in attn.c_attn(x).split(C, dim=2))
+        y = _attention(q, k, v, torch.tril(torch.ones(T, T, dtype=torch.bool)))
+        return attn.c_proj(y.reshape(B, T, C))
+
+    def sqrt_dv(q, k, v, mask=None):
+        s = q @ k.transpose(-2, -1) / math.sqrt(v.size(-1))
+        return torch.softmax(s if mask is None else s.masked_fill(~mask, float("-inf")), -1) @ v
+
+    def no_ln_bias(cfg):
+        return _param_count(cfg) - (2 * cfg.n_layer + 1) * cfg.n_embd * cfg.bias
+
+    def zero_grad_late(model, opt, x, y, clip):
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.zero_grad()
+        opt.step()
+        return loss.item()
+
+    _fails(ch02.check_multi_head, no_transpose, "without transposing back")
+    _fails(ch02.check_attention, sqrt_dv, "√d_v")
+    with pytest.raises(CheckFailed, match="LayerNorm biases"):
+        ch03.check_param_count(no_ln_bias)
+    _fails(ch04.check_cross_entropy, lambda lg, t: F.cross_entropy(lg, t), "flatten them first")
+    _fails(ch05.check_train_step, zero_grad_late, "between loss.backward() and opt.step()")
+    _fails(ch07.check_temperature, lambda z, T: torch.softmax(z, -1) ** (1 / T), "did not renormalise")
+    _fails(ch07.check_top_k, lambda z, k: z.topk(k).values, "whole logits vector")
+    _fails(ch07.check_repetition_penalty, lambda z, prev, pen: torch.where(z > 0, z / pen, z * pen),
+           "penalised every token")

@@ -237,3 +237,16 @@ def test_partial_credit_and_all_or_nothing(tmp_path):
     fb = rep.feedback()
     assert "1 of 2 test cases passed" in fb and "| 02.2" in fb and "hidden_inputs" not in fb
     assert isinstance(rep, GradeReport)
+
+
+def test_a_failed_check_shows_one_line_in_the_notebook():
+    """Issue 15: the message, not a ~25-line traceback into minigpt/checks (with other hints)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import torch\nfrom minigpt.checks import ch02\nch02.check_causal_mask(lambda T: torch.ones(T, T, dtype=torch.bool))")])
+    env = {**os.environ, "PYTHONPATH": str(PKG.parent)}
+    NotebookClient(nb, timeout=120, allow_errors=True).execute(env=env)
+    (out,) = nb.cells[0].outputs
+    assert out.output_type == "error" and out.ename == "CheckFailed"
+    assert out.traceback == [f"CheckFailed: {out.evalue}"] and "allows everything" in out.evalue

@@ -69,7 +69,13 @@ def forbids(*names: str):
 
 
 class CheckFailed(AssertionError):
-    """Raised by a check whose answer is wrong; the message says why and how to fix it."""
+    """Raised by a check whose answer is wrong; the message says why and how to fix it.
+
+    In Jupyter it shows as its one line, not as a traceback into the package (IPython prints what
+    ``_render_traceback_`` returns in place of the traceback)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def passed(message: str) -> None:

@@ -280,6 +280,9 @@ def check_param_count(fn: Callable) -> None:
             (-p["wpe"], "you forgot the position embeddings, block_size × n_embd"),
             (-p["ln"] - p["ln_f"], "you forgot the LayerNorms: each has a scale (and, with bias, a shift) of n_embd"),
             (-p["ln"], "you forgot the two LayerNorms inside each block"),
+            (-(p["ln"] + p["ln_f"]) // 2 if cfg.bias else 0,
+             "you forgot the LayerNorm biases: with bias=True each LayerNorm has a shift of n_embd as well as "
+             "a scale (2 per block, plus ln_f)"),
             (-p["ln_f"], "you forgot the final LayerNorm ln_f"),
             (-p["linear_bias"], "you forgot the biases of the Linear layers (3C + C + 4C + C per block)"),
             (-p["all_bias"], "you forgot all the biases (Linear layers and LayerNorm shifts)"),

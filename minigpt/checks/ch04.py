@@ -22,15 +22,23 @@ __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "chec
            "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
 
 
-def _call(fn: Callable, *args, what: str = "your function"):
+def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[str], str] = lambda e: ""):
     with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
         try:
             out = fn(*args)
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
-            fail(f"{what} raised {type(e).__name__}: {e}")
+            fail(f"{what} raised {type(e).__name__}: {e}{hint(str(e))}")
     return out
+
+
+def _ce_hint(error: str) -> str:
+    if "target" in error.lower() and ("size" in error.lower() or "shape" in error.lower()):
+        return (" — F.cross_entropy wants logits of shape (N, V) and targets (N,): flatten them first, "
+                "F.cross_entropy(logits.view(-1, V), targets.view(-1)) (with (B, T, V) logits it takes dim 1, "
+                "time, for the classes)")
+    return ""
 
 
 def _number(x, what: str) -> float:
@@ -151,7 +159,7 @@ def check_cross_entropy(fn: Callable) -> None:
     logits = torch.randn(B, T, V, generator=g) * 2
     targets = torch.randint(0, V, (B, T), generator=g)
     ref = float(lm_loss(logits, targets))
-    got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy"), "the loss")
+    got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy", hint=_ce_hint), "the loss")
     if _close(got, ref):
         passed(f"cross-entropy {ref:.4f} matches minigpt.lm_loss and F.cross_entropy")
         return

@@ -163,6 +163,10 @@ def check_train_step(fn: Callable) -> None:
              "forward pass (before the update)")
     first = _toy()
     if all((a - b).abs().max().item() < 1e-7 for a, b in zip(first.parameters(), you_m.parameters())):
+        if all(q.grad is None or not q.grad.any() for q in you_m.parameters()):
+            fail("the weights did not change and the gradients are gone: you called opt.zero_grad() between "
+                 "loss.backward() and opt.step(), which wipes the gradients before the update; zero them at "
+                 "the start of the step, before the forward pass")
         fail("the weights did not change: call opt.step() after loss.backward()")
     # replay the usual mistakes and compare
     def replay(step):

@@ -72,6 +72,8 @@ def check_temperature(fn: Callable) -> None:
             (z / T, "return probabilities: softmax(logits / T), not the scaled logits"),
             (p, "the temperature had no effect: divide the logits by T before the softmax"),
             (torch.exp(z / T), "forgot to renormalise: divide exp(logits / T) by its sum (use softmax)"),
+            (p ** (1 / T), "you raised the probabilities to the power 1/T but did not renormalise: divide by "
+                           "their sum (or, simpler, softmax(logits / T))"),
         ):
             if msg and _same(got, value):
                 fail(msg)
@@ -91,11 +93,19 @@ def check_top_k(fn: Callable) -> None:
         z = _logits(seed)
         ref = process_logits(z[None], top_k=k)[0].double()
         got = _call(fn, z, k, what="your top-k function")
+        top = z.topk(k)
+        if got.shape == (k,) and k < len(z) and (_same(got, top.values) or _same(got, top.indices.double())):
+            fail("you returned the k largest values (in sorted order) or their positions; return the whole "
+                 "logits vector, each logit at its own position, with the others set to -inf")
         if got.shape != ref.shape:
             fail(f"return logits of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
         if _same(got, ref):
             continue
         kept = int(torch.isfinite(got).sum())
+        if _same(got, torch.full_like(z, float("-inf")).index_copy(0, torch.arange(k), top.values)) and \
+                not _same(got, ref):
+            fail("you put the k largest logits at positions 0..k-1 (sorted order); keep each at its own "
+                 "position (token id): use the indices from topk, or mask logits below the k-th largest")
         if _same(got, torch.softmax(ref, -1)):
             fail("return the filtered LOGITS (removed ones -inf), not probabilities")
         if kept == k and set(torch.isfinite(got).nonzero().flatten().tolist()) == set(z.topk(k, largest=False).indices.tolist()):
@@ -228,6 +238,9 @@ def check_repetition_penalty(fn: Callable) -> None:
             twice[t] = twice[t] / penalty if twice[t] > 0 else twice[t] * penalty
         if _same(got, twice):
             fail("you penalised a token once per occurrence; penalise each distinct seen token once")
+        every = torch.where(z > 0, z / penalty, z * penalty)
+        if _same(got, every):
+            fail("you penalised every token; only the tokens already seen (those in prev_ids) are penalised")
         sub = z.clone()
         sub[prev.unique()] -= penalty
         if _same(got, sub):
