@@ -385,7 +385,13 @@ class _Remote:
         self.__name__ = expr
 
     def __call__(self, *args):
-        reply = self.worker.request(op="call", expr=self.expr, args=pickle.dumps(args), forbid=self.forbid)
+        import torch
+
+        # pickling a module drops its gradients; send them along (a training step that forgets
+        # zero_grad accumulates into them)
+        grads = {i: {n: p.grad for n, p in a.named_parameters() if p.grad is not None}
+                 for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
+        reply = self.worker.request(op="call", expr=self.expr, args=pickle.dumps((args, grads)), forbid=self.forbid)
         if reply.get("forbidden"):
             raise _Forbidden(_forbidden_message(reply["forbidden"]))
         if not reply.get("ok"):

@@ -203,7 +203,11 @@ def _handle(shell, ns, req: dict) -> dict:
         return {"ok": True, "callable": False, "value": encode(value)}
     if op == "call":
         fn = eval(req["expr"], ns)  # noqa: S307
-        args = pickle.loads(req["args"])
+        args, grads = pickle.loads(req["args"])
+        for i, named in grads.items():
+            params = dict(args[i].named_parameters())
+            for n, g in named.items():
+                params[n].grad = g
         watch = _Watch(req.get("forbid", ()))
         try:
             with watch:
