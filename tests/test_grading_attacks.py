@@ -250,3 +250,18 @@ def test_a_failed_check_shows_one_line_in_the_notebook():
     (out,) = nb.cells[0].outputs
     assert out.output_type == "error" and out.ename == "CheckFailed"
     assert out.traceback == [f"CheckFailed: {out.evalue}"] and "allows everything" in out.evalue
+
+
+def test_nbgrader_export_embeds_images_and_keeps_hints_outside_the_solution(tmp_path):
+    from minigpt.assignments.release import export_nbgrader
+
+    (out,) = export_nbgrader([NOTEBOOKS / "07_sampling.ipynb"], tmp_path)
+    nb = nbformat.read(out, as_version=4)
+    md = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert "../assets" not in "".join(cell_source(c) for c in md)
+    assert any("kv_cache.svg" in c.get("attachments", {}) for c in md)
+    for c in nb.cells:
+        if "nbgrader" in c.metadata and c.metadata.nbgrader["solution"]:
+            text = cell_source(c)
+            region = text.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
+            assert "# Hint:" in text.split("### BEGIN SOLUTION")[0] and "# Hint:" not in region, text
