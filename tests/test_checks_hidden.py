@@ -142,6 +142,7 @@ HONEST = {
     ch04.check_sequence_logprob: _seq_logprob,
     ch04.check_shift: lambda ids: (ids[:, :-1], ids[:, 1:]),
     ch04.check_cross_entropy: lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t[..., None]).mean(),
+    ch04.check_uniform_loss: lambda V: math.log(V),
     ch04.check_perplexity: math.exp,
     ch04.check_bits_per_char: lambda loss: loss / math.log(2),
     ch04.check_bigram_probs: _bigram,
@@ -262,3 +263,11 @@ def test_specific_messages_for_the_mistakes_the_issue_lists():
     _fails(ch07.check_top_k, lambda z, k: z.topk(k).values, "whole logits vector")
     _fails(ch07.check_repetition_penalty, lambda z, prev, pen: torch.where(z > 0, z / pen, z * pen),
            "penalised every token")
+
+
+def test_lora_scale_mistakes_fail_every_hidden_run():
+    for wrong in (lambda x, W, b, A, B, alpha, r: x @ W.T + b + alpha * (x @ A.T @ B.T),
+                  lambda x, W, b, A, B, alpha, r: x @ W.T + b + (r / alpha) * (x @ A.T @ B.T)):
+        for offset in OFFSETS:
+            with hidden_inputs(offset), pytest.raises(CheckFailed, match="scaling"):
+                ch06.check_lora_forward(wrong)

@@ -179,21 +179,30 @@ def check_cross_entropy(fn: Callable) -> None:
     ], "your cross-entropy differs from minigpt.lm_loss")
 
 
-def check_uniform_loss(value, vocab_size: int) -> None:
-    """Check the loss of a uniform guess over ``vocab_size`` tokens: -log(1/V) = ln V."""
-    got = _number(value, "the uniform loss")
-    ref = math.log(vocab_size)
-    if _close(got, ref):
-        passed(f"uniform loss = ln {vocab_size} = {ref:.4f} nats")
-        return
-    V = vocab_size
-    _name_mistake(got, ref, [
-        (math.log2(V), "you used log base 2 (bits); the loss is in nats: math.log(V)"),
-        (math.log10(V), "you used log base 10; the loss is in nats: math.log(V)"),
-        (-math.log(V), "sign: the loss is -log(1/V) = +ln V"),
-        (1 / V, "1/V is the probability of each token; the loss is -log(1/V)"),
-        (float(V), "V is the perplexity of a uniform guess; the loss is its log, ln V"),
-    ], "the uniform loss is -log(1/V)")
+def check_uniform_loss(answer, vocab_size: int = 50257) -> None:
+    """Check the loss of a uniform guess over V tokens: -log(1/V) = ln V.
+
+    ``answer`` is a function ``V -> loss`` (checked on ``vocab_size``, and on other vocabulary
+    sizes in hidden runs) or, as in earlier versions of the course, the number for ``vocab_size``.
+    """
+    sizes = [vocab_size]
+    if callable(answer) and is_hidden():
+        r = draw(65)
+        sizes = [2, r.randint(3, 100), r.randint(1000, 300_000)]
+    for V in sizes:
+        value = _call(answer, V, what="your uniform_loss") if callable(answer) else answer
+        got = _number(value, "the uniform loss")
+        ref = math.log(V)
+        if _close(got, ref):
+            continue
+        _name_mistake(got, ref, [
+            (math.log2(V), "you used log base 2 (bits); the loss is in nats: math.log(V)"),
+            (math.log10(V), "you used log base 10; the loss is in nats: math.log(V)"),
+            (-math.log(V), "sign: the loss is -log(1/V) = +ln V"),
+            (1 / V, "1/V is the probability of each token; the loss is -log(1/V)"),
+            (float(V), "V is the perplexity of a uniform guess; the loss is its log, ln V"),
+        ], f"for V = {V} the uniform loss is -log(1/V)")
+    passed(f"uniform loss = ln {vocab_size} = {math.log(vocab_size):.4f} nats")
 
 
 @forbids('minigpt.objective.perplexity')

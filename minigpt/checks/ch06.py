@@ -99,7 +99,7 @@ def check_lora_forward(fn: Callable) -> None:
     d_in, d_out, r, alpha = 6, 5, 2, 8.0  # alpha / r = 4, so a missing or inverted scale shows
     if is_hidden():
         rr = draw(62)
-        d_in, d_out, r = rr.randint(2, 12), rr.randint(2, 12), rr.randint(1, 4)
+        d_in, d_out, r = rr.randint(2, 12), rr.randint(2, 12), rr.randint(2, 4)  # r > 1: alpha != alpha / r
         alpha = float(r * rr.choice([2, 3, 0.5, 4]))
     x = torch.randn(3, 4, d_in, generator=g)
     base = torch.nn.Linear(d_in, d_out)
