@@ -271,3 +271,41 @@ def test_lora_scale_mistakes_fail_every_hidden_run():
         for offset in OFFSETS:
             with hidden_inputs(offset), pytest.raises(CheckFailed, match="scaling"):
                 ch06.check_lora_forward(wrong)
+
+
+@pytest.mark.parametrize("module", ["test_checks_ch01_04", "test_checks_ch05_07"])
+def test_every_listed_mistake_is_named_on_hidden_inputs_too(module):
+    """The mistake tests of ``tests/test_checks_*.py`` (each mistake, its specific message), replayed
+    with hidden sizes and values (printing left on, so their ✅ assertions still hold)."""
+    import contextlib
+    import importlib
+    import inspect
+    import io
+
+    import minigpt.checks as mc
+
+    mod = importlib.import_module(module)
+
+    class Out:  # what the tests read from capsys
+        def __init__(self):
+            self.buf = io.StringIO()
+
+        def readouterr(self):
+            text = self.buf.getvalue()
+            self.buf.seek(0)
+            self.buf.truncate()
+            return type("R", (), {"out": text, "err": ""})
+
+    tests = [f for n, f in inspect.getmembers(mod, inspect.isfunction)
+             if n.startswith("test_") and f.__module__ == mod.__name__
+             and set(inspect.signature(f).parameters) <= {"capsys"}]
+    assert len(tests) > 10
+    for offset in OFFSETS[:3]:
+        for test in tests:
+            mc._hidden.update(offset=offset, quiet=False)
+            out = Out()
+            try:
+                with contextlib.redirect_stdout(out.buf):
+                    test(out) if inspect.signature(test).parameters else test()
+            finally:
+                mc._hidden.update(offset=0, quiet=False)

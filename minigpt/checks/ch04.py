@@ -82,7 +82,7 @@ def check_sequence_logprob(fn: Callable) -> None:
     positions of the log-probability the model gives each next token (``ids`` a 1-D tensor)."""
     model = _toy_model()
     g = torch.Generator().manual_seed(seeded(23))
-    n = draw(23).choice([2, 12, draw(24).randint(3, 11)]) if is_hidden() else 9
+    n = draw(23).choice([3, 12, draw(24).randint(4, 11)]) if is_hidden() else 9  # n > 2: sum != mean
     ids = torch.randint(0, model.config.vocab_size, (n,), generator=g)
     ref = float(sequence_logprob(model, ids))
     with torch.no_grad():
@@ -155,7 +155,7 @@ def check_cross_entropy(fn: Callable) -> None:
     B, T, V = 2, 6, 9
     if is_hidden():
         r = draw(31)
-        B, T, V = r.randint(1, 4), r.choice([1, r.randint(2, 12)]), r.randint(2, 40)
+        B, T, V = r.randint(2, 4), r.choice([1, r.randint(2, 12)]), r.randint(2, 40)  # B*T > 1: sum != mean
     logits = torch.randn(B, T, V, generator=g) * 2
     targets = torch.randint(0, V, (B, T), generator=g)
     ref = float(lm_loss(logits, targets))

@@ -78,7 +78,7 @@ def check_lr_schedule(fn: Callable) -> None:
     if is_hidden():  # other rates and lengths; the boundaries and points in between
         r = draw(52)
         max_lr = r.choice([3e-4, 6e-4, 2e-3, 1e-2])
-        min_lr, warmup = max_lr * r.choice([0.0, 0.05, 0.1, 0.3]), r.randint(1, 40)
+        min_lr, warmup = max_lr * r.choice([0.02, 0.05, 0.1, 0.3]), r.randint(1, 40)  # min_lr > 0: 'decays to 0' shows
         decay = warmup + r.randint(20, 400)
         steps = sorted({0, warmup - 1, warmup, warmup + 1, decay - 1, decay, decay + 1, decay + r.randint(2, 99),
                         *(r.randint(warmup, decay) for _ in range(4)), r.randrange(warmup)})
