@@ -309,3 +309,22 @@ def test_every_listed_mistake_is_named_on_hidden_inputs_too(module):
                     test(out) if inspect.signature(test).parameters else test()
             finally:
                 mc._hidden.update(offset=0, quiet=False)
+
+
+def test_previous_token_head_as_a_function_is_checked_on_other_weights():
+    def honest(w):
+        scores = torch.stack([torch.diagonal(x, offset=-1, dim1=-2, dim2=-1).mean(-1) for x in w]).mean(0)
+        return divmod(int(scores.argmax()), scores.shape[1])
+
+    visible = ch08._causal_random((3, 4, 9, 9), seed=8)
+    visible[2, 1] = torch.eye(9, dtype=torch.float64).roll(-1, 1).tril()  # not causal at 0 -> mostly prev
+    fixed = honest(visible[None])
+    ch08.check_previous_token_head(honest, visible)
+    ch08.check_previous_token_head(lambda w: fixed, visible)  # the visible check cannot tell
+    for offset in OFFSETS:
+        with hidden_inputs(offset):
+            ch08.check_previous_token_head(honest, visible)
+            with pytest.raises(CheckFailed):
+                ch08.check_previous_token_head(lambda w: fixed, visible)
+            with pytest.raises(CheckFailed):
+                ch08.check_previous_token_head(lambda w: honest(w)[::-1], visible)

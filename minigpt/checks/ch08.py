@@ -93,9 +93,42 @@ def check_previous_token_score(fn: Callable) -> None:
          f"previous-token head (layer {pl}, head {ph}) should score 1 and scored {got[pl, ph].item():.3f}")
 
 
+@forbids('minigpt.viz.analysis.previous_token_score')
 def check_previous_token_head(answer, weights: torch.Tensor) -> None:
     """Check ``answer == (layer, head)``: the head of ``weights`` (n_layer, n_head, T, T) with the
-    highest previous-token score."""
+    highest previous-token score. ``answer`` may be that pair or a function ``windows -> (layer,
+    head)`` of weights (n_windows, n_layer, n_head, T, T); hidden runs call the function on other
+    weights, with a planted previous-token head and a first-token sink as a distractor."""
+    if callable(answer):
+        fn = answer
+        if is_hidden():  # two weight sets, with the previous-token head planted at two different heads
+            r = draw(84)
+            L, H, T, n = r.randint(2, 5), r.randint(2, 6), r.randint(6, 24), r.randint(2, 4)
+            heads = r.sample([(layer, head) for layer in range(L) for head in range(H) if layer != head], 3)
+            for planted in heads[:2]:
+                w = _planted(n, L, H, T, planted, heads[2])
+                _check_head(_call(fn, w.clone(), what="your previous_token_head"), w.mean(0))
+            passed("previous_token_head finds the planted previous-token head")
+            return
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        answer = _call(fn, weights[None].clone(), what="your previous_token_head")
+    _check_head(answer, weights)
+
+
+def _planted(n: int, L: int, H: int, T: int, prev_at: tuple[int, int], sink_at: tuple[int, int]) -> torch.Tensor:
+    """Random causal weights (n, L, H, T, T) with a previous-token head and a first-token sink."""
+    w = _causal_random((n, L, H, T, T), seed=84 + 7 * prev_at[0] + prev_at[1])
+    prev = torch.zeros(T, T, dtype=torch.float64)
+    prev[0, 0] = 1
+    prev[torch.arange(1, T), torch.arange(T - 1)] = 1
+    sink = torch.zeros(T, T, dtype=torch.float64)
+    sink[:, 0] = 1
+    w[:, prev_at[0], prev_at[1]] = 0.7 * prev + 0.3 * w[:, prev_at[0], prev_at[1]]
+    w[:, sink_at[0], sink_at[1]] = 0.8 * sink + 0.2 * w[:, sink_at[0], sink_at[1]]
+    return w
+
+
+def _check_head(answer, weights) -> None:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         fail(f"answer with a pair (layer, head), e.g. (1, 3); got {answer!r}")
     try:
