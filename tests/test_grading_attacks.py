@@ -92,8 +92,20 @@ ATTACKS = {
 }
 
 
+def _need_sandbox() -> None:
+    """Without bubblewrap a submission runs with the grader's own rights (the grade output says so):
+    an attack that writes into the package or kills every process of the user would do real
+    damage here. MINIGPT_REQUIRE_SANDBOX=1 (set by .ci/run) makes that a failure, not a skip."""
+    if not SANDBOX:
+        why = f"bubblewrap does not work here ({bwrap_status()[1]}); apt-get install -y bubblewrap"
+        if os.environ.get("MINIGPT_REQUIRE_SANDBOX"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
 class TestAttacks:  # one class, so pytest-xdist --dist loadscope keeps the batch together
     def test_every_attack_scores_zero_and_the_batch_goes_on(self, tmp_path):
+        _need_sandbox()
         grades = tmp_path / "grades.csv"
         subs = {}
         for name, (code, where) in ATTACKS.items():
@@ -130,9 +142,8 @@ class TestAttacks:  # one class, so pytest-xdist --dist loadscope keeps the batc
         assert len(rows) == len(subs) + 1 and "hacked" not in grades.read_text()
         timeout = reports["timeout_ignoring_sigint"].results[0]
         assert timeout.status == "timeout" and timeout.points == 0, reports["timeout_ignoring_sigint"].table()
-        if SANDBOX:
-            assert not Path("/tmp/minigpt_attack_marker").exists()
-            assert all(r.sandbox.startswith("bubblewrap") for r in reports.values())
+        assert not Path("/tmp/minigpt_attack_marker").exists()
+        assert all(r.sandbox.startswith("bubblewrap") for r in reports.values())
 
     def test_calling_the_package_reference_is_not_the_students_work(self, tmp_path):
         body = ("from minigpt.attention import attention as ref\n"
