@@ -231,13 +231,14 @@ def test_partial_credit_and_all_or_nothing(tmp_path):
 
     nb = _released(tmp_path)
     cells = {e.id: nb.cells[e.cell] for e in find_exercises(nb.cells)}
-    # right for the first check run (three masks), wrong after: one of the two cases passes
+    # right for the first hidden run of the check (it asks for four masks), wrong after: one of
+    # the two cases passes
     cells["02.2"].source = ("# Exercise 02.2: the causal mask\n"
                             "calls = []\n"
                             "def my_causal_mask(T):\n"
                             "    calls.append(T)\n"
                             "    good = torch.tril(torch.ones(T, T, dtype=torch.bool))\n"
-                            "    return good if len(calls) <= 3 else ~good")
+                            "    return good if len(calls) <= 4 else ~good")
     path = tmp_path / "partial.ipynb"
     nbformat.write(nb, path)
     rep = grade(path, CH02, timeout=60, draws=2)
@@ -276,3 +277,18 @@ def test_nbgrader_export_embeds_images_and_keeps_hints_outside_the_solution(tmp_
             text = cell_source(c)
             region = text.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
             assert "# Hint:" in text.split("### BEGIN SOLUTION")[0] and "# Hint:" not in region, text
+
+
+def test_forbidden_names_are_found_through_aliases_and_re_exports():
+    from minigpt.assignments.grade import forbidden_uses
+
+    names = ("minigpt.attention.attention", "torch.nn.functional.scaled_dot_product_attention",
+             "minigpt.model.GPT.__init__")
+    sdpa = "torch.nn.functional.scaled_dot_product_attention"
+    assert forbidden_uses("from minigpt.attention import attention as a\ny = a(q, k, v)", names) == [names[0]]
+    assert forbidden_uses("import minigpt.attention as A\nA.attention(q, k, v)", names) == [names[0]]
+    assert forbidden_uses("import minigpt\nminigpt.attention.attention(q, k, v)", names) == [names[0]]
+    assert forbidden_uses("import torch.nn.functional as F\nF.scaled_dot_product_attention(q, k, v)", names) == [sdpa]
+    assert forbidden_uses("from minigpt import GPT\nm = GPT(cfg)", names) == [names[2]]
+    assert forbidden_uses("%%time\nimport torch\ndef attention(q, k, v):\n    return torch.softmax(q @ k.mT, -1) @ v",
+                          names) == []

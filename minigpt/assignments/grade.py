@@ -44,7 +44,6 @@ from .deps import cell_names, needed_cells
 from .markers import (
     AssignmentError,
     cell_source,
-    check_suffix,
     exercise_header,
     find_exercises,
     lenient_header,
@@ -341,14 +340,44 @@ def _forbidden_message(names) -> str:
             "version); write the computation yourself")
 
 
+def _loaded(name: str):
+    """The object a dotted name stands for, through modules already imported here (no imports:
+    the names come from a submission), or None."""
+    import sys
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        mod = sys.modules.get(".".join(parts[:i]))
+        if mod is not None:
+            obj = mod
+            try:
+                for a in parts[i:]:
+                    obj = getattr(obj, a)
+            except AttributeError:
+                return None
+            return obj
+    return None
+
+
 def forbidden_uses(source: str, names) -> list[str]:
-    """Which of the dotted ``names`` the code refers to (through any import alias), read statically."""
+    """Which of the dotted ``names`` the code refers to, read statically: through any import alias
+    and any re-export (``from minigpt import GPT`` is ``minigpt.model.GPT``)."""
     from .deps import _python
+    from .worker import resolve
 
     try:
         tree = ast.parse(_python(source))
     except SyntaxError:
         return []
+    targets: dict[int, str] = {}
+    for n in names:
+        try:
+            obj = resolve(n)
+        except (ImportError, AttributeError):
+            continue
+        targets[id(obj)] = n
+        if n.endswith(".__init__"):  # calling the class builds one
+            targets[id(resolve(n.rsplit(".", 1)[0]))] = n
     alias: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -357,9 +386,7 @@ def forbidden_uses(source: str, names) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for a in node.names:
                 alias[a.asname or a.name] = f"{node.module}.{a.name}"
-    wanted = set(names)
-    short = {n.rsplit(".", 1)[0]: n for n in names}  # minigpt.model.GPT for minigpt.model.GPT.__init__
-    hits = []
+    hits = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Name, ast.Attribute)):
             parts = []
@@ -367,14 +394,16 @@ def forbidden_uses(source: str, names) -> list[str]:
             while isinstance(n, ast.Attribute):
                 parts.append(n.attr)
                 n = n.value
-            if not isinstance(n, ast.Name) or n.id not in alias:
-                continue
-            full = ".".join([alias[n.id], *reversed(parts)])
-            for cand in (full, full.replace("minigpt.finetune.", "minigpt.finetune.lora.", 1),
-                         full.replace("minigpt.finetune.", "minigpt.finetune.sft.", 1)):
-                if cand in wanted or (cand in short and short[cand].endswith(".__init__")):
-                    hits.append(short.get(cand, cand) if cand not in wanted else cand)
-    return sorted(set(hits))
+            if isinstance(n, ast.Name) and n.id in alias:
+                obj = _loaded(".".join([alias[n.id], *reversed(parts)]))
+                if obj is not None and id(obj) in targets:
+                    hits.add(targets[id(obj)])
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                obj = _loaded(f"{node.module}.{a.name}")
+                if obj is not None and id(obj) in targets:
+                    hits.add(targets[id(obj)])
+    return sorted(hits)
 
 
 class _Remote:

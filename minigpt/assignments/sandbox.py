@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .worker import read_frame, write_frame
+from .worker import write_frame
 
 MAX_REPLY = 64 << 20  # bytes; a bigger reply is a failure of that request
 NOBODY = 65534

@@ -113,6 +113,12 @@ def check_lr_schedule(fn: Callable) -> None:
     fail(f"at step {s} expected lr {r:.4g}, got {g:.4g}")
 
 
+# Weights after three AdamW steps, answer vs reference: float32 sums in another process (the
+# grader's worker) or thread count differ by up to ~1.1e-6 (measured); the mistakes below differ
+# by 1e-3 or more.
+_STEP_TOL = 1e-5
+
+
 def _toy(seed: int = 5) -> GPT:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(seed))
@@ -155,10 +161,10 @@ def check_train_step(fn: Callable) -> None:
         losses.append(ls)
     ref_m, you_m = models
     diff = max((a - b).abs().max().item() for a, b in zip(ref_m.parameters(), you_m.parameters()))
-    if diff < 1e-6 and all(_close(a, b, 1e-5) for a, b in zip(*losses)):
+    if diff < _STEP_TOL and all(_close(a, b, 1e-5) for a, b in zip(*losses)):
         passed("training step: zero_grad → forward → loss → backward → clip → AdamW step")
         return
-    if diff < 1e-6:
+    if diff < _STEP_TOL:
         fail("the weights are right but the returned loss is not: return loss.item() from this step's "
              "forward pass (before the update)")
     first = _toy()
@@ -194,7 +200,7 @@ def check_train_step(fn: Callable) -> None:
 
     grads = [q.grad.norm() for q in you_m.parameters() if q.grad is not None]
     grad_norm = torch.stack(grads).norm().item() if grads else 0.0
-    if replay(no_clip) < 1e-6 and 0 < grad_norm <= clip * 1.001:
+    if replay(no_clip) < _STEP_TOL and 0 < grad_norm <= clip * 1.001:
         fail("you clipped after opt.step(), so it had no effect on the update: clip between "
              "backward and step")
     for step, msg in (
@@ -206,7 +212,7 @@ def check_train_step(fn: Callable) -> None:
                      "backward and step"),
         (clip_value, "you clipped each gradient value; clip the global norm with clip_grad_norm_"),
     ):
-        if replay(step) < 1e-6:
+        if replay(step) < _STEP_TOL:
             fail(msg)
     fail(f"after three steps your weights differ from the reference (largest difference {diff:.3g}); "
          "the order is zero_grad, forward, backward, clip_grad_norm_, step")
