@@ -215,7 +215,8 @@ def test_a_crash_a_timeout_or_a_dead_kernel_costs_only_that_exercise(tmp_path):
     status = {r.id: r.status for r in rep.results}
     assert status == {"02.1": "failed", "02.2": "timeout", "02.3": "error", "02.4": "passed"}, rep.table()
     assert "ZeroDivisionError" in rep.results[0].message
-    assert any("kernel died" in n for n in rep.notes)
+    assert any("exited (status 1)" in n for n in rep.notes), rep.notes
+    assert [r.points for r in rep.results] == [0, 0, 0, 1]
 
 
 def test_exercises_are_found_by_id_when_cells_are_moved_added_or_missing(tmp_path):
@@ -235,11 +236,12 @@ def test_exercises_are_found_by_id_when_cells_are_moved_added_or_missing(tmp_pat
 
 def test_an_answer_tuned_to_the_visible_inputs_fails_the_hidden_tests(tmp_path):
     # right only on the visible check's inputs (seed 2024), wrong everywhere else
-    body = ("from minigpt.attention import attention\n"
-            "def my_attention(q, k, v, mask=None):\n"
+    body = ("def my_attention(q, k, v, mask=None):\n"
             "    g = torch.Generator().manual_seed(2024)\n"
             "    if q.shape == (2, 3, 7, 16) and torch.equal(q, torch.randn(2, 3, 7, 16, generator=g) * 1.5):\n"
-            "        return attention(q, k, v, mask)\n"
+            "        s = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5\n"
+            "        s = s if mask is None else s.masked_fill(~mask, float('-inf'))\n"
+            "        return torch.softmax(s, -1) @ v\n"
             "    return v")
     sub = _chapter02_with(tmp_path, {"02.1": body + "\n\nch02.check_attention(my_attention)"})
     rep = grade(sub)
@@ -254,7 +256,7 @@ def test_cli_release_and_grade_write_a_table_and_csv(tmp_path, capsys):
     assert cli(["grade", str(tmp_path / "03_ffn_and_block.ipynb"), "--csv", str(csv_path),
                 "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
-    assert "total          0/5" in out and "not done" in out
+    assert "total          0/5" in out and "not done" in out and "sandbox:" in out
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("submission,notebook,total,max,03.1") and len(rows) == 2
     assert json.loads((tmp_path / "g.json").read_text())[0]["total"] == 0

@@ -10,9 +10,9 @@ TESTS``) inside exercise cells that start with ``# Exercise NN.M: title``. See
 ``notebooks/README.md`` (the instructor guide).
 """
 
-from .grade import ExerciseResult, GradeReport, grade, write_rows
+from .grade import ExerciseResult, GradeReport, append_row, grade, write_rows
 from .markers import AssignmentError, Exercise, find_exercises
 from .release import release, student_notebook
 
-__all__ = ["AssignmentError", "Exercise", "ExerciseResult", "GradeReport", "find_exercises", "grade",
+__all__ = ["AssignmentError", "append_row", "Exercise", "ExerciseResult", "GradeReport", "find_exercises", "grade",
            "release", "student_notebook", "write_rows"]

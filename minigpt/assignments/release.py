@@ -114,7 +114,8 @@ def nbgrader_notebook(nb, source: Path):
         text = cell_source(cell)
         head = exercise_header(text) if cell.cell_type == "code" else None
         if cell.cell_type == "markdown":  # nbgrader takes any line mentioning a marker for a marker
-            cell.source = _MARKER_NOTE.sub("in place of `# YOUR CODE HERE` and the `raise NotImplementedError()` line", text)
+            text = _MARKER_NOTE.sub("in place of `# YOUR CODE HERE` and the `raise NotImplementedError()` line", text)
+            cell.source = _embed_images(cell, text, source.parent)
         if head is None:
             cells.append(cell)
             continue
@@ -124,7 +125,7 @@ def nbgrader_notebook(nb, source: Path):
         answer = visible[: len(visible) - len(suffix)].rstrip() if suffix and visible.endswith(suffix) else visible
         tests = suffix + (f"\n\n{BEGIN_HIDDEN}\n{hidden}\n{END_HIDDEN}" if hidden else "")
         gid = "ex" + head[0].replace(".", "_")
-        cell.source = answer
+        cell.source = _hints_outside(answer)
         cell.outputs = []
         cell.metadata["nbgrader"] = {"grade": False, "grade_id": gid + "_answer", "locked": False,
                                      "schema_version": 3, "solution": True, "task": False}
@@ -135,6 +136,26 @@ def nbgrader_notebook(nb, source: Path):
         cells += [cell, test_cell]
     nb.cells = cells
     return nb
+
+
+def _hints_outside(source: str) -> str:
+    """Move ``# Hint:`` lines from inside solution regions to just above them: nbgrader replaces a
+    whole region by its stub, so hints inside it would not reach the students."""
+    out: list[str] = []
+    region: list[str] | None = None
+    for line in source.splitlines():
+        s = line.strip()
+        if s == BEGIN_SOLUTION:
+            region = [line]
+        elif region is not None and s == "### END SOLUTION":
+            hints = [ln for ln in region[1:] if ln.strip().lower().startswith("# hint:")]
+            out += hints + [ln for ln in region if ln not in hints] + [line]
+            region = None
+        elif region is not None:
+            region.append(line)
+        else:
+            out.append(line)
+    return "\n".join(out + (region or []))
 
 
 def export_nbgrader(sources: list[str | Path], out_dir: str | Path) -> list[Path]:

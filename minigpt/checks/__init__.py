@@ -6,8 +6,9 @@ with a message that names what is wrong (and, where we can tell, the likely mist
 
 The inputs are drawn from private generators with fixed seeds (see :func:`seeded`), so a check
 gives the same verdict on every machine. Hidden tests (``### BEGIN HIDDEN TESTS`` in the solution
-notebooks, run by the autograder) call the same checks inside :func:`hidden_inputs`: other seeds,
-no output, so an answer tuned to the visible inputs does not pass.
+notebooks) call the same checks inside :func:`hidden_inputs`: the autograder passes an offset drawn
+from a secret of its own grading run, and each check then draws other sizes, values and edge
+cases (:func:`is_hidden`, :func:`draw`), silently, so an answer tuned to the visible inputs fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ from typing import Any
 import torch
 
 _hidden = {"offset": 0, "quiet": False}
+
+
+def is_hidden() -> bool:
+    """True inside :func:`hidden_inputs`: a check then draws other sizes, values and edge cases."""
+    return _hidden["offset"] != 0
+
+
+def draw(seed: int):
+    """A ``random.Random`` for a check's hidden cases (sizes, edge cases), seeded like
+    :func:`seeded`: the grader's secret offset makes them different in every grading run."""
+    import random
+
+    return random.Random(seeded(seed))
 
 
 def seeded(seed: int) -> int:
@@ -43,8 +57,25 @@ def hidden_inputs(offset: int = 7919) -> Iterator[None]:
         _hidden.update(saved)
 
 
+def forbids(*names: str):
+    """Mark a check with the ``minigpt`` (or torch) functions an answer must not call: the
+    exercise asks for them by hand. The grader refuses answers that use them, both by reading the
+    answer's code and by watching the calls it makes."""
+    def mark(check):
+        check.forbidden = names
+        return check
+
+    return mark
+
+
 class CheckFailed(AssertionError):
-    """Raised by a check whose answer is wrong; the message says why and how to fix it."""
+    """Raised by a check whose answer is wrong; the message says why and how to fix it.
+
+    In Jupyter it shows as its one line, not as a traceback into the package (IPython prints what
+    ``_render_traceback_`` returns in place of the traceback)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def passed(message: str) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..tokenizer import CharTokenizer
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embedding",
            "check_input_embedding", "CheckFailed"]
@@ -39,13 +39,19 @@ def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-5))
 
 
+@forbids('minigpt.tokenizer.CharTokenizer.from_text', 'minigpt.tokenizer.CharTokenizer.__init__')
 def check_vocab(fn: Callable) -> None:
     """Check ``fn(text) -> (stoi, itos)``: itos the sorted distinct characters, stoi its inverse."""
-    out = _call(fn, _TEXT, what="your build_vocab")
+    text = _TEXT
+    if is_hidden():  # another text: other characters, a newline, non-ASCII, repeats
+        r = draw(1)
+        pool = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-éàüç0123456789"
+        text = "".join(r.choice(pool[: r.randint(20, len(pool))]) for _ in range(r.randint(40, 120)))
+    out = _call(fn, text, what="your build_vocab")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         fail("return a pair (stoi, itos): a dict char -> id and a list id -> char")
     stoi, itos = out
-    ref = CharTokenizer.from_text(_TEXT)
+    ref = CharTokenizer.from_text(text)
     if not isinstance(stoi, dict):
         fail(f"stoi should be a dict mapping each character to its id, got {type(stoi).__name__}")
     itos = list(itos.values()) if isinstance(itos, dict) and sorted(itos) == list(range(len(itos))) else itos
@@ -60,7 +66,7 @@ def check_vocab(fn: Callable) -> None:
         fail(f"itos should hold exactly the characters of the text (missing {sorted(missing)!r}, "
              f"extra {sorted(extra)!r})")
     if itos != ref.chars:
-        if itos == list(dict.fromkeys(_TEXT)):
+        if itos == list(dict.fromkeys(text)):
             fail("your vocabulary is in order of first appearance; sort it (sorted(set(text))), so that the "
                  "ids do not depend on how the text happens to begin")
         fail("itos should be sorted: sorted(set(text))")
@@ -89,6 +95,11 @@ def _ref_pairs(ids: list[int]) -> Counter:
 def check_pair_counts(fn: Callable) -> None:
     """Check ``fn(ids) -> dict``: how often each adjacent pair ``(ids[i], ids[i+1])`` occurs."""
     cases = [[1, 2, 3, 1, 2], [5, 5, 5, 5], list("hello hello".encode()), [7]]
+    if is_hidden():  # other lists: runs of one id (overlapping pairs), a single id, two ids
+        r = draw(2)
+        cases = [[r.choice([3, 3, 8]) for _ in range(r.randint(10, 25))] + [3, 8], [r.randint(0, 300)] * r.randint(3, 7),
+                 [r.randint(0, 9), r.randint(10, 19)], [r.randint(0, 9)],
+                 [r.randint(0, 4) for _ in range(r.randint(8, 40))]]
     for ids in cases:
         got = _call(fn, list(ids), what="your pair counting")
         if not hasattr(got, "items"):
@@ -121,11 +132,22 @@ def _no_skip(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return [new_id if i < len(ids) - 1 and (ids[i], ids[i + 1]) == tuple(pair) else t for i, t in enumerate(ids)]
 
 
+@forbids('minigpt.tokenizer._merge')
 def check_merge(fn: Callable) -> None:
     """Check ``fn(ids, pair, new_id) -> list``: every occurrence of ``pair`` replaced by
     ``new_id``, scanning left to right, non-overlapping (as BPE training and encoding do)."""
     cases = [([1, 2, 3, 1, 2], (1, 2), 99), ([5, 5, 5], (5, 5), 256), ([5, 5, 5, 5], (5, 5), 256),
              ([3, 1, 2, 1], (2, 1), 7), ([4, 4], (1, 2), 9), ([1, 2], (1, 2), 8)]
+    if is_hidden():  # other lists: overlapping runs, a pair at the end, no occurrence, reversed pairs
+        r = draw(3)
+        cases = []
+        for n in (r.randint(10, 30), r.randint(3, 9), r.randint(2, 6)):
+            ids = [r.randint(0, 3) for _ in range(n)]
+            pair = (ids[r.randrange(n - 1)], ids[-1]) if n > 1 else (0, 1)
+            cases.append((ids, pair, r.randint(256, 999)))
+        a = r.randint(0, 50)
+        cases += [([a] * r.randint(3, 7), (a, a), r.randint(256, 999)), ([a, a + 1] * 3, (a + 1, a), 300),
+                  ([a + 2, a + 3], (a + 3, a + 2), 301)]
     results = []
     for ids, pair, new_id in cases:
         got = _call(fn, list(ids), pair, new_id, what="your merge")
@@ -160,8 +182,13 @@ def check_onehot_embedding(fn: Callable) -> None:
     """Check ``fn(ids, E)``: the embedding lookup as a product, one_hot(ids, V) @ E, equal to E[ids]."""
     g = torch.Generator().manual_seed(seeded(41))
     V, C = 10, 4
-    E = torch.randn(V, C, generator=g)
     ids = torch.tensor([3, 1, 3, 0, 7])  # id 9 (the largest) never appears
+    if is_hidden():  # other sizes; still never the largest id, sometimes a 2-D batch of ids
+        r = draw(41)
+        V, C = r.randint(5, 40), r.randint(1, 9)
+        shape = (r.randint(1, 12),) if r.random() < 0.5 else (r.randint(1, 3), r.randint(1, 6))
+        ids = torch.randint(0, V - 1, shape, generator=g)
+    E = torch.randn(V, C, generator=g)
     got = _call(fn, ids.clone(), E.clone(), what="your one-hot embedding")
     if not isinstance(got, torch.Tensor):
         fail(f"return a tensor, got {type(got).__name__}")
@@ -172,7 +199,7 @@ def check_onehot_embedding(fn: Callable) -> None:
     onehot = F.one_hot(ids, V).double()
     if _same(got, onehot):
         fail("you returned the one-hot matrix; multiply it by E: one_hot(ids, V).float() @ E")
-    if got.shape == (len(ids), int(ids.max()) + 1) or got.shape[-1] == int(ids.max()) + 1:
+    if got.shape == (*ids.shape, int(ids.max()) + 1) or (got.dim() and got.shape[-1] == int(ids.max()) + 1 != C):
         fail("your one-hot vectors are too short: F.one_hot guesses the number of classes from the largest "
              "id present; pass num_classes=E.shape[0] (the vocabulary size)")
     if got.shape != ref.shape:
@@ -186,11 +213,17 @@ def check_input_embedding(fn: Callable) -> None:
     """Check ``fn(idx, wte, wpe)``: the GPT's input x = wte[idx] + wpe[0..T-1], idx (B, T),
     wte (V, C), wpe (block_size, C); compared with what ``minigpt.GPT`` feeds its first block."""
     cfg = GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=1, n_embd=6)
+    B, T = 2, 5
+    if is_hidden():  # other sizes, T = 1 and T = block_size included
+        r = draw(43)
+        # ids < block_size and T < block_size, so wpe[idx] and wpe[pos + 1] are named, not a crash
+        cfg = GPTConfig(vocab_size=r.randint(5, 16), block_size=16, n_layer=1, n_head=1, n_embd=r.randint(2, 9))
+        B, T = r.randint(1, 4), r.choice([1, 15, r.randint(2, 14)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(43))
         model = GPT(cfg).eval()
     g = torch.Generator().manual_seed(seeded(47))
-    idx = torch.randint(0, cfg.vocab_size, (2, 5), generator=g)
+    idx = torch.randint(0, cfg.vocab_size, (B, T), generator=g)
     captured = {}
     hook = model.transformer.drop.register_forward_hook(lambda m, inp, out: captured.setdefault("x", inp[0]))
     try:
@@ -215,14 +248,16 @@ def check_input_embedding(fn: Callable) -> None:
     if got.shape != ref.shape:
         fail(f"your result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (B, T, n_embd)")
     pos = torch.arange(T)
+    n_pos = wpe.shape[0]
     for variant, message in [
         (wte[idx], "you forgot to add position embeddings: x = wte[idx] + wpe[torch.arange(T)]"),
-        (wte[idx] + wpe[idx], "you looked up the position table with the token ids; index it with the "
-                              "positions 0..T-1: wpe[torch.arange(T)]"),
-        (wte[idx] + wpe[pos + 1], "positions start at 0: wpe[torch.arange(T)], not 1..T"),
+        (wte[idx] + wpe[idx] if int(idx.max()) < n_pos else None,
+         "you looked up the position table with the token ids; index it with the positions 0..T-1: "
+         "wpe[torch.arange(T)]"),
+        (wte[idx] + wpe[pos + 1] if T < n_pos else None, "positions start at 0: wpe[torch.arange(T)], not 1..T"),
         (wte[idx] * wpe[pos], "you multiplied; the position embedding is added: wte[idx] + wpe[pos]"),
         (wpe[pos].expand(B, T, C), "you forgot the token embeddings: x = wte[idx] + wpe[pos]"),
     ]:
-        if _same(got, variant):
+        if variant is not None and _same(got, variant):
             fail(message)
     fail("your result differs from wte[idx] + wpe[torch.arange(T)]")

@@ -14,7 +14,7 @@ import torch
 
 from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
 
@@ -65,6 +65,9 @@ def _variants(q, k, v, mask):
          "you divided the scores by d_k; the formula divides by √d_k (math.sqrt(d_k))"),
         (torch.softmax(masked(s * math.sqrt(d_k)), -1) @ v,
          "you multiplied the scores by √d_k; divide by it instead"),
+        (torch.softmax(masked(s / math.sqrt(v.size(-1))), -1) @ v if v.size(-1) != d_k else None,
+         "you scaled by √d_v (the size of the values); the scores are scaled by √d_k, the size of the "
+         "queries and keys: q.size(-1)"),
         (torch.softmax(masked(s / math.sqrt(d_k)), -2) @ v,
          "softmax over the wrong axis: use dim=-1, so that each query's weights over the keys "
          "(one row) sum to 1"),
@@ -86,6 +89,7 @@ def _variants(q, k, v, mask):
     return [(o, m) for o, m in out if o is not None]
 
 
+@forbids('minigpt.attention.attention', 'torch.nn.functional.scaled_dot_product_attention')
 def check_attention(fn: Callable) -> None:
     """Check ``fn(q, k, v, mask=None)``: scaled dot-product attention.
 
@@ -93,44 +97,57 @@ def check_attention(fn: Callable) -> None:
     tuple ``(output, weights)``; ``mask`` is boolean, True where a query may attend.
     """
     g = torch.Generator().manual_seed(seeded(2024))
-    B, H, T, d_k, d_v = 2, 3, 7, 16, 5  # d_v != T and != d_k, so shape mistakes show
-    q = torch.randn(B, H, T, d_k, generator=g) * 1.5
-    k = torch.randn(B, H, T, d_k, generator=g) * 1.5
-    v = torch.randn(B, H, T, d_v, generator=g)
-    mask = causal_mask(T)
-    for m in (None, mask):
-        label = "with the causal mask" if m is not None else "without a mask"
-        y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function"))
-        y = _tensor(y, "the attention output")
-        ref, ref_w = attention(q, k, v, m)
-        if _same(y, ref):
-            continue
-        if torch.isnan(y).any():
-            fail(f"({label}) your output contains NaN: some row had every key masked out. Is your mask "
-                 "the right way round? True means 'may attend': use masked_fill(~mask, -inf) or "
-                 "masked_fill(mask == 0, -inf)")
-        if y.shape == ref_w.shape and y.shape != ref.shape and _same(y, ref_w):
-            fail(f"({label}) you returned the attention weights; the output is weights @ V")
-        for variant, message in _variants(q, k, v, m):
-            if _same(y, variant):
-                fail(f"({label}) {message}")
-        if y.shape != ref.shape:
-            fail(f"({label}) your output has shape {tuple(y.shape)}, expected {tuple(ref.shape)} = "
-                 "(..., T, d_v): one d_v-vector per query (weights (T, T) @ V (T, d_v))")
-        if w is not None and isinstance(w, torch.Tensor) and w.shape == ref_w.shape:
-            sums = w.detach().double().sum(-1)
-            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-                fail(f"({label}) your attention rows do not sum to 1 — did you apply softmax over the "
-                     "last dimension (dim=-1)?")
-        worst = (y.double() - ref.double()).abs().max().item()
-        fail(f"({label}) your output differs from minigpt.attention (largest difference {worst:.3g}). "
-             "Compute scores = q @ k.transpose(-2, -1) / math.sqrt(d_k), mask, softmax(dim=-1), then @ v")
+    sizes = [(2, 3, 7, 16, 5)]  # d_v != T and != d_k, so shape mistakes show
+    if is_hidden():  # other sizes: odd head counts, a short and an edge case (T = 1 or a long sequence)
+        r = draw(2024)
+        sizes = []
+        for T in (r.randint(2, 12), r.choice([1, r.randint(40, 70)])):
+            d_k = r.choice([4, 8, 12, 32])
+            sizes.append((r.randint(1, 3), r.choice([1, 3, 5]), T, d_k,
+                          r.choice([v for v in (3, 5, 6, 9) if v not in (T, d_k)])))
+    for B, H, T, d_k, d_v in sizes:
+        q = torch.randn(B, H, T, d_k, generator=g) * 1.5
+        k = torch.randn(B, H, T, d_k, generator=g) * 1.5
+        v = torch.randn(B, H, T, d_v, generator=g)
+        mask = causal_mask(T)
+        for m in (None, mask):
+            label = "with the causal mask" if m is not None else "without a mask"
+            y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function"))
+            y = _tensor(y, "the attention output")
+            ref, ref_w = attention(q, k, v, m)
+            if _same(y, ref):
+                continue
+            if torch.isnan(y).any():
+                fail(f"({label}) your output contains NaN: some row had every key masked out. Is your mask "
+                     "the right way round? True means 'may attend': use masked_fill(~mask, -inf) or "
+                     "masked_fill(mask == 0, -inf)")
+            if y.shape == ref_w.shape and y.shape != ref.shape and _same(y, ref_w):
+                fail(f"({label}) you returned the attention weights; the output is weights @ V")
+            for variant, message in _variants(q, k, v, m):
+                if _same(y, variant):
+                    fail(f"({label}) {message}")
+            if y.shape != ref.shape:
+                fail(f"({label}) your output has shape {tuple(y.shape)}, expected {tuple(ref.shape)} = "
+                     "(..., T, d_v): one d_v-vector per query (weights (T, T) @ V (T, d_v))")
+            if w is not None and isinstance(w, torch.Tensor) and w.shape == ref_w.shape:
+                sums = w.detach().double().sum(-1)
+                if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+                    fail(f"({label}) your attention rows do not sum to 1 — did you apply softmax over the "
+                         "last dimension (dim=-1)?")
+            worst = (y.double() - ref.double()).abs().max().item()
+            fail(f"({label}) your output differs from minigpt.attention (largest difference {worst:.3g}). "
+                 "Compute scores = q @ k.transpose(-2, -1) / math.sqrt(d_k), mask, softmax(dim=-1), then @ v")
     passed("attention matches minigpt.attention, with and without the causal mask")
 
 
+@forbids('minigpt.attention.causal_mask')
 def check_causal_mask(fn: Callable) -> None:
     """Check ``fn(T)``: a (T, T) boolean mask, True where query i may attend to key j (j <= i)."""
-    for T in (4, 9, 1):
+    sizes = (4, 9, 1)
+    if is_hidden():
+        r = draw(3)
+        sizes = (r.randint(2, 8), 1, r.randint(20, 64), r.randint(9, 19))
+    for T in sizes:
         got = _call(fn, T, what="your causal-mask function")
         got = _tensor(got, f"the mask for T={T}")
         ref = causal_mask(T)
@@ -164,38 +181,52 @@ def check_causal_mask(fn: Callable) -> None:
 def check_split_heads(fn: Callable) -> None:
     """Check ``fn(x, n_head)``: (B, T, C) -> (B, n_head, T, C // n_head)."""
     g = torch.Generator().manual_seed(seeded(7))
-    B, T, C, nh = 2, 5, 12, 3
-    x = torch.randn(B, T, C, generator=g)
-    got = _tensor(_call(fn, x.clone(), nh, what="your split_heads function"), "the split heads")
-    ref = x.view(B, T, nh, C // nh).transpose(1, 2)
-    if _same(got, ref):
-        passed("heads split correctly: (B, T, C) -> (B, n_head, T, head_size)")
-        return
-    if got.shape != ref.shape:
-        fail(f"your result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = "
-             "(B, n_head, T, head_size)")
-    if _same(got, x.reshape(B, nh, T, C // nh)):
-        fail("you reshaped straight to (B, n_head, T, head_size), which mixes positions and heads: "
-             "the channels of one position are laid out head after head, so view as "
-             "(B, T, n_head, head_size) first, then .transpose(1, 2)")
-    if _same(got, x.view(B, T, C // nh, nh).permute(0, 3, 1, 2)):
-        fail("you split the channels as (head_size, n_head); head h owns the consecutive channels "
-             "h*head_size … (h+1)*head_size - 1: view as (B, T, n_head, head_size)")
-    fail("your split heads differ from x.view(B, T, n_head, C // n_head).transpose(1, 2)")
+    sizes = [(2, 5, 12, 3)]
+    if is_hidden():  # odd head counts (head size != n_head), then an edge case: one head or T = 1
+        r = draw(7)
+        nh = r.choice([3, 5, 7])
+        sizes = [(r.randint(1, 3), r.randint(2, 9), nh * r.choice([h for h in (2, 4, 6) if h != nh]), nh),
+                 (r.randint(1, 3), 1, 6, 3) if r.random() < 0.5 else (2, r.randint(2, 9), 8, 1)]
+    for B, T, C, nh in sizes:
+        x = torch.randn(B, T, C, generator=g)
+        got = _tensor(_call(fn, x.clone(), nh, what="your split_heads function"), "the split heads")
+        ref = x.view(B, T, nh, C // nh).transpose(1, 2)
+        if _same(got, ref):
+            continue
+        if got.shape != ref.shape:
+            fail(f"your result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = "
+                 "(B, n_head, T, head_size)")
+        if _same(got, x.reshape(B, nh, T, C // nh)):
+            fail("you reshaped straight to (B, n_head, T, head_size), which mixes positions and heads: "
+                 "the channels of one position are laid out head after head, so view as "
+                 "(B, T, n_head, head_size) first, then .transpose(1, 2)")
+        if _same(got, x.view(B, T, C // nh, nh).permute(0, 3, 1, 2)):
+            fail("you split the channels as (head_size, n_head); head h owns the consecutive channels "
+                 "h*head_size … (h+1)*head_size - 1: view as (B, T, n_head, head_size)")
+        fail("your split heads differ from x.view(B, T, n_head, C // n_head).transpose(1, 2)")
+
+    passed("heads split correctly: (B, T, C) -> (B, n_head, T, head_size)")
 
 
+@forbids('minigpt.attention.attention', 'minigpt.attention.CausalSelfAttention.forward', 'torch.nn.functional.scaled_dot_product_attention')
 def check_multi_head(fn: Callable) -> None:
     """Check ``fn(x, attn)``: multi-head causal self-attention by hand with a
     :class:`~minigpt.attention.CausalSelfAttention`'s weights (``attn.c_attn``, ``attn.c_proj``,
     ``attn.n_head``), compared with ``attn(x)``."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_embd=16)
+    B, T = 2, 6
+    if is_hidden():  # odd head counts, T = 1 or the full block
+        r = draw(11)
+        nh = r.choice([3, 5])  # odd head counts; several heads and positions, so merge mistakes show
+        cfg = GPTConfig(vocab_size=10, block_size=24, n_layer=1, n_head=nh, n_embd=nh * r.choice([2, 4, 6]))
+        B, T = r.randint(1, 3), r.choice([24, r.randint(2, 12)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(11))
         attn = CausalSelfAttention(cfg).eval()
         with torch.no_grad():  # non-zero biases, so a forgotten bias shows
             for p in attn.parameters():
                 p.normal_(0.0, 0.3)
-        x = torch.randn(2, 6, 16)
+        x = torch.randn(B, T, cfg.n_embd)
     with torch.no_grad():
         ref = attn(x)[0]
         got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention"), "the output")
@@ -216,6 +247,9 @@ def check_multi_head(fn: Callable) -> None:
 
         y_ok = attention(*heads, causal_mask(T))[0]
         candidates = [
+            (attn.c_proj(y_ok.reshape(B, T, C)) if nh > 1 and T > 1 else None,
+             "you merged the heads without transposing back: y is (B, n_head, T, head_size), so "
+             "y.transpose(1, 2) first (positions before heads), then .reshape(B, T, C)"),
             (finish(y_ok, proj=False),
              "you forgot the output projection: apply attn.c_proj (W_O) to the concatenated heads"),
             (finish(attention(*heads)[0]),
@@ -232,7 +266,7 @@ def check_multi_head(fn: Callable) -> None:
             candidates.append((merged, "you reshaped straight to (B, n_head, T, head_size), mixing positions "
                                "and heads: view as (B, T, n_head, head_size) then transpose(1, 2)"))
         for variant, message in candidates:
-            if _same(got, variant, atol=1e-4):
+            if variant is not None and _same(got, variant, atol=1e-4):
                 fail(message)
         worst = (got - ref).abs().max().item()
         fail(f"your output differs from CausalSelfAttention (largest difference {worst:.3g}): "

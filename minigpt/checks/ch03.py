@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..model import GPT, Block, FeedForward
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "CheckFailed"]
 
@@ -50,6 +50,7 @@ def _first_failure(got: torch.Tensor, ref: torch.Tensor, candidates, generic: st
     fail(f"{generic} (largest difference {worst:.3g})")
 
 
+@forbids('minigpt.model.FeedForward.forward')
 def check_ffn(fn: Callable) -> None:
     """Check ``fn(x, W1, b1, W2, b2)`` = max(0, x W1 + b1) W2 + b2, with W1 (C, 4C), W2 (4C, C).
 
@@ -57,8 +58,11 @@ def check_ffn(fn: Callable) -> None:
     layers store the transposed matrices (``c_fc.weight = W1ᵀ``).
     """
     g = torch.Generator().manual_seed(seeded(3))
-    C = 8
-    x = torch.randn(2, 5, C, generator=g)
+    C, B, T = 8, 2, 5
+    if is_hidden():
+        r = draw(3)
+        C, B, T = r.randint(2, 12), r.randint(1, 3), r.choice([1, r.randint(2, 9)])
+    x = torch.randn(B, T, C, generator=g)
     W1, b1 = torch.randn(C, 4 * C, generator=g) * 0.5, torch.randn(4 * C, generator=g)
     W2, b2 = torch.randn(4 * C, C, generator=g) * 0.5, torch.randn(C, generator=g)
     ffn = FeedForward(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=C, activation="relu")).eval()
@@ -88,9 +92,14 @@ def check_ffn(fn: Callable) -> None:
     ], "your FFN differs from max(0, x @ W1 + b1) @ W2 + b2")
 
 
+@forbids('torch.nn.functional.gelu')
 def check_gelu(fn: Callable) -> None:
     """Check ``fn(x)`` = GELU(x) = x·Φ(x), exact (erf) or GPT-2's tanh approximation."""
     x = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    if is_hidden():  # other points, another shape, large magnitudes
+        g = torch.Generator().manual_seed(seeded(201))
+        r = draw(201)
+        x = (torch.randn(r.randint(1, 4), r.randint(5, 60), generator=g, dtype=torch.float64) * r.choice([1, 3, 8]))
     got = _call(fn, x.clone(), what="your GELU")
     got = _tensor(got, "GELU(x)").double()
     exact = F.gelu(x)
@@ -113,11 +122,15 @@ def check_gelu(fn: Callable) -> None:
     ], "your GELU differs from x·Φ(x) = 0.5·x·(1 + erf(x/√2))")
 
 
+@forbids('torch.nn.functional.layer_norm')
 def check_layernorm(fn: Callable) -> None:
     """Check ``fn(x, gamma, beta, eps=1e-5)``: LayerNorm over the last dimension, as nn.LayerNorm."""
     g = torch.Generator().manual_seed(seeded(5))
-    C = 6
-    x = torch.randn(3, 4, C, generator=g) * 3 + 2
+    C, B, T = 6, 3, 4
+    if is_hidden():
+        r = draw(5)
+        C, B, T = r.randint(3, 16), r.randint(1, 3), r.randint(1, 6)
+    x = torch.randn(B, T, C, generator=g) * 3 + 2
     x[0, 0] = 2 + 0.003 * x[0, 0]  # a nearly constant vector, where eps matters
     gamma, beta = torch.randn(C, generator=g), torch.randn(C, generator=g)
     eps = 1e-5
@@ -160,17 +173,25 @@ def _attn_hint(e: Exception) -> str:
     return ""
 
 
+@forbids('minigpt.model.Block.forward')
 def check_block(fn: Callable) -> None:
     """Check ``fn(x, block)``: the pre-LN block by hand from ``block.ln_1``, ``block.attn`` (which
     returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    B, T = 2, 5
+    if is_hidden():
+        r = draw(13)
+        nh = r.choice([1, 3, 4])
+        # n_embd >= 6: a LayerNorm over 2 channels only sees a sign, and mistakes would pass
+        cfg = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=nh, n_embd=nh * r.choice([6, 8]))
+        B, T = r.randint(1, 3), r.choice([1, 16, r.randint(2, 15)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(13))
         block = Block(cfg).eval()
         with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
             for p in block.parameters():
                 p.normal_(0.0, 0.4)
-        x = torch.randn(2, 5, 8) * 2
+        x = torch.randn(B, T, cfg.n_embd) * 2
     with torch.no_grad():
         ref = block(x)[0]
         got = _call(fn, x.clone(), block, what="your block", hint=_attn_hint)
@@ -221,6 +242,7 @@ def _parts(cfg: GPTConfig) -> dict[str, int]:
     }
 
 
+@forbids('minigpt.model.GPT.num_params', 'minigpt.model.GPT.__init__')
 def check_param_count(fn: Callable) -> None:
     """Check ``fn(cfg) -> int``: the parameters of ``GPT(cfg)`` by formula, against ``num_params()``.
 
@@ -231,6 +253,13 @@ def check_param_count(fn: Callable) -> None:
         GPTConfig(vocab_size=50, block_size=32, n_layer=3, n_head=2, n_embd=48, bias=True),
         GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=24, bias=False),
     ]
+    if is_hidden():  # other sizes, both bias settings
+        r = draw(17)
+        configs = []
+        for bias in (True, False, r.random() < 0.5):
+            nh = r.randint(1, 4)
+            configs.append(GPTConfig(vocab_size=r.randint(10, 300), block_size=r.randint(8, 256),
+                                     n_layer=r.randint(1, 7), n_head=nh, n_embd=nh * r.randint(2, 24), bias=bias))
     for cfg in configs:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: instant, no memory
             ref = GPT(cfg).num_params()
@@ -252,6 +281,9 @@ def check_param_count(fn: Callable) -> None:
             (-p["wpe"], "you forgot the position embeddings, block_size × n_embd"),
             (-p["ln"] - p["ln_f"], "you forgot the LayerNorms: each has a scale (and, with bias, a shift) of n_embd"),
             (-p["ln"], "you forgot the two LayerNorms inside each block"),
+            (-(p["ln"] + p["ln_f"]) // 2 if cfg.bias else 0,
+             "you forgot the LayerNorm biases: with bias=True each LayerNorm has a shift of n_embd as well as "
+             "a scale (2 per block, plus ln_f)"),
             (-p["ln_f"], "you forgot the final LayerNorm ln_f"),
             (-p["linear_bias"], "you forgot the biases of the Linear layers (3C + C + 4C + C per block)"),
             (-p["all_bias"], "you forgot all the biases (Linear layers and LayerNorm shifts)"),

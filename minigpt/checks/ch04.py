@@ -16,21 +16,29 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..model import GPT
 from ..objective import lm_loss, sequence_logprob, shift_for_lm
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
            "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
 
 
-def _call(fn: Callable, *args, what: str = "your function"):
+def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[str], str] = lambda e: ""):
     with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
         try:
             out = fn(*args)
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
-            fail(f"{what} raised {type(e).__name__}: {e}")
+            fail(f"{what} raised {type(e).__name__}: {e}{hint(str(e))}")
     return out
+
+
+def _ce_hint(error: str) -> str:
+    if "target" in error.lower() and ("size" in error.lower() or "shape" in error.lower()):
+        return (" — F.cross_entropy wants logits of shape (N, V) and targets (N,): flatten them first, "
+                "F.cross_entropy(logits.view(-1, V), targets.view(-1)) (with (B, T, V) logits it takes dim 1, "
+                "time, for the classes)")
+    return ""
 
 
 def _number(x, what: str) -> float:
@@ -68,12 +76,14 @@ def _toy_model(seed: int = 17) -> GPT:
     return model
 
 
+@forbids('minigpt.objective.sequence_logprob', 'minigpt.objective.token_logprobs')
 def check_sequence_logprob(fn: Callable) -> None:
     """Check ``fn(model, ids) -> float``: log P(w_2 … w_n | w_1) by the chain rule, the sum over
     positions of the log-probability the model gives each next token (``ids`` a 1-D tensor)."""
     model = _toy_model()
     g = torch.Generator().manual_seed(seeded(23))
-    ids = torch.randint(0, model.config.vocab_size, (9,), generator=g)
+    n = draw(23).choice([3, 12, draw(24).randint(4, 11)]) if is_hidden() else 9  # n > 2: sum != mean
+    ids = torch.randint(0, model.config.vocab_size, (n,), generator=g)
     ref = float(sequence_logprob(model, ids))
     with torch.no_grad():
         got = _number(_call(fn, model, ids.clone(), what="your sequence_logprob"), "the log-probability")
@@ -106,10 +116,12 @@ def check_sequence_logprob(fn: Callable) -> None:
         ], "your log-probability differs from minigpt.sequence_logprob")
 
 
+@forbids('minigpt.objective.shift_for_lm')
 def check_shift(fn: Callable) -> None:
     """Check ``fn(ids) -> (x, y)`` for ids (B, T+1): inputs x = ids[:, :-1], targets y = ids[:, 1:]."""
     g = torch.Generator().manual_seed(seeded(29))
-    ids = torch.randint(0, 50, (3, 9), generator=g)
+    shape = (draw(29).randint(1, 5), draw(30).randint(2, 20)) if is_hidden() else (3, 9)
+    ids = torch.randint(0, 50, shape, generator=g)
     out = _call(fn, ids.clone(), what="your shift function")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         fail("return a pair (x, y): the inputs and the targets")
@@ -135,15 +147,19 @@ def check_shift(fn: Callable) -> None:
     fail("your (x, y) differ from x = ids[:, :-1], y = ids[:, 1:]")
 
 
+@forbids('minigpt.objective.lm_loss')
 def check_cross_entropy(fn: Callable) -> None:
     """Check ``fn(logits, targets)``: mean over positions of -log softmax(logits)[target],
     logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
     g = torch.Generator().manual_seed(seeded(31))
     B, T, V = 2, 6, 9
+    if is_hidden():
+        r = draw(31)
+        B, T, V = r.randint(2, 4), r.choice([1, r.randint(2, 12)]), r.randint(2, 40)  # B*T > 1: sum != mean
     logits = torch.randn(B, T, V, generator=g) * 2
     targets = torch.randint(0, V, (B, T), generator=g)
     ref = float(lm_loss(logits, targets))
-    got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy"), "the loss")
+    got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy", hint=_ce_hint), "the loss")
     if _close(got, ref):
         passed(f"cross-entropy {ref:.4f} matches minigpt.lm_loss and F.cross_entropy")
         return
@@ -163,26 +179,40 @@ def check_cross_entropy(fn: Callable) -> None:
     ], "your cross-entropy differs from minigpt.lm_loss")
 
 
-def check_uniform_loss(value, vocab_size: int) -> None:
-    """Check the loss of a uniform guess over ``vocab_size`` tokens: -log(1/V) = ln V."""
-    got = _number(value, "the uniform loss")
-    ref = math.log(vocab_size)
-    if _close(got, ref):
-        passed(f"uniform loss = ln {vocab_size} = {ref:.4f} nats")
-        return
-    V = vocab_size
-    _name_mistake(got, ref, [
-        (math.log2(V), "you used log base 2 (bits); the loss is in nats: math.log(V)"),
-        (math.log10(V), "you used log base 10; the loss is in nats: math.log(V)"),
-        (-math.log(V), "sign: the loss is -log(1/V) = +ln V"),
-        (1 / V, "1/V is the probability of each token; the loss is -log(1/V)"),
-        (float(V), "V is the perplexity of a uniform guess; the loss is its log, ln V"),
-    ], "the uniform loss is -log(1/V)")
+def check_uniform_loss(answer, vocab_size: int = 50257) -> None:
+    """Check the loss of a uniform guess over V tokens: -log(1/V) = ln V.
+
+    ``answer`` is a function ``V -> loss`` (checked on ``vocab_size``, and on other vocabulary
+    sizes in hidden runs) or, as in earlier versions of the course, the number for ``vocab_size``.
+    """
+    sizes = [vocab_size]
+    if callable(answer) and is_hidden():
+        r = draw(65)
+        sizes = [2, r.randint(3, 100), r.randint(1000, 300_000)]
+    for V in sizes:
+        value = _call(answer, V, what="your uniform_loss") if callable(answer) else answer
+        got = _number(value, "the uniform loss")
+        ref = math.log(V)
+        if _close(got, ref):
+            continue
+        _name_mistake(got, ref, [
+            (math.log2(V), "you used log base 2 (bits); the loss is in nats: math.log(V)"),
+            (math.log10(V), "you used log base 10; the loss is in nats: math.log(V)"),
+            (-math.log(V), "sign: the loss is -log(1/V) = +ln V"),
+            (1 / V, "1/V is the probability of each token; the loss is -log(1/V)"),
+            (float(V), "V is the perplexity of a uniform guess; the loss is its log, ln V"),
+        ], f"for V = {V} the uniform loss is -log(1/V)")
+    passed(f"uniform loss = ln {vocab_size} = {math.log(vocab_size):.4f} nats")
 
 
+@forbids('minigpt.objective.perplexity')
 def check_perplexity(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: perplexity = exp(loss), for a loss in nats per token."""
-    for loss in (0.0, 1.2345, math.log(65)):
+    losses = (0.0, 1.2345, math.log(65))
+    if is_hidden():
+        r = draw(61)
+        losses = (r.uniform(0.01, 1), r.uniform(1, 6), math.log(r.randint(2, 60000)))
+    for loss in losses:
         got = _number(_call(fn, loss, what="your perplexity"), "the perplexity")
         ref = math.exp(loss)
         if _close(got, ref):
@@ -196,9 +226,14 @@ def check_perplexity(fn: Callable) -> None:
     passed("perplexity = exp(loss); a uniform guess over 65 tokens has perplexity 65")
 
 
+@forbids('minigpt.objective.bits_per_char')
 def check_bits_per_char(fn: Callable) -> None:
     """Check ``fn(loss) -> float``: bits per character of a character-level model = loss / ln 2."""
-    for loss in (1.0, 2.5, math.log(65)):
+    losses = (1.0, 2.5, math.log(65))
+    if is_hidden():
+        r = draw(62)
+        losses = (r.uniform(0.05, 1), r.uniform(1, 6), math.log(r.randint(2, 60000)))
+    for loss in losses:
         got = _number(_call(fn, loss, what="your bits-per-character"), "bits per character")
         ref = loss / math.log(2)
         if _close(got, ref):
@@ -216,8 +251,11 @@ def check_bigram_probs(fn: Callable) -> None:
     """Check ``fn(ids, vocab_size, alpha) -> P`` (V, V): P[a, b] = P(next = b | current = a) with
     add-alpha smoothing, (count(a→b) + alpha) / (count(a→·) + alpha·V)."""
     g = torch.Generator().manual_seed(seeded(37))
-    V, alpha = 7, 0.5
-    ids = torch.randint(0, V - 1, (200,), generator=g)  # token V-1 never occurs: its row needs smoothing
+    V, alpha, n = 7, 0.5, 200
+    if is_hidden():
+        r = draw(37)
+        V, alpha, n = r.randint(3, 15), r.choice([0.1, 0.25, 2.0, r.uniform(0.01, 3)]), r.randint(20, 400)
+    ids = torch.randint(0, V - 1, (n,), generator=g)  # token V-1 never occurs: its row needs smoothing
     counts = torch.zeros(V, V, dtype=torch.float64)
     counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), accumulate=True)
     ref = (counts + alpha) / (counts + alpha).sum(1, keepdim=True)

@@ -15,7 +15,7 @@ from ..finetune import LoRALinear, add_lora, count_parameters, sft_example
 from ..model import GPT
 from ..config import GPTConfig
 from ..objective import IGNORE_INDEX
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_sft_targets", "check_lora_forward", "check_lora_init", "check_lora_count", "CheckFailed"]
 
@@ -41,9 +41,18 @@ def _ids(t, what: str) -> list[int]:
     raise AssertionError  # unreachable
 
 
+@forbids('minigpt.finetune.sft.sft_example')
 def check_sft_targets(fn: Callable) -> None:
     """Check ``fn(prompt_ids, response_ids) -> (x, y)``: inputs and loss-masked targets."""
     cases = [([5, 6, 7, 8], [20, 21, 22]), ([9], [30, 31]), ([1, 2, 3, 4, 5, 6], [40])]
+    if is_hidden():  # other lengths: one-token prompts and responses, long ones
+        r = draw(61)
+
+        def ids(n):
+            return [r.randint(1, 250) for _ in range(n)]
+
+        cases = [(ids(r.randint(2, 12)), ids(r.randint(2, 9))), (ids(1), ids(r.randint(1, 5))),
+                 (ids(r.randint(2, 30)), ids(1)), (ids(2), ids(2))]
     for prompt, response in cases:
         out = _call(fn, list(prompt), list(response), what="your SFT function")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -83,10 +92,15 @@ def check_sft_targets(fn: Callable) -> None:
     passed("inputs and masked targets match minigpt.finetune.sft_example: the loss sees only the response")
 
 
+@forbids('minigpt.finetune.lora.LoRALinear.forward')
 def check_lora_forward(fn: Callable) -> None:
     """Check ``fn(x, W, b, A, B, alpha, r)`` = x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ."""
     g = torch.Generator().manual_seed(seeded(6))
     d_in, d_out, r, alpha = 6, 5, 2, 8.0  # alpha / r = 4, so a missing or inverted scale shows
+    if is_hidden():
+        rr = draw(62)
+        d_in, d_out, r = rr.randint(2, 12), rr.randint(2, 12), rr.randint(2, 4)  # r > 1: alpha != alpha / r
+        alpha = float(r * rr.choice([2, 3, 0.5, 4]))
     x = torch.randn(3, 4, d_in, generator=g)
     base = torch.nn.Linear(d_in, d_out)
     with torch.no_grad():
@@ -124,17 +138,23 @@ def check_lora_forward(fn: Callable) -> None:
     fail("your output differs from x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ (A is (r, in), B is (out, r))")
 
 
+@forbids('minigpt.finetune.lora.LoRALinear.__init__')
 def check_lora_init(fn: Callable) -> None:
     """Check ``fn(in_features, out_features, r) -> (A, B)``: A random (r, in), B zeros (out, r)."""
-    out = _call(fn, 12, 7, 3, what="your init function")
+    d_in, d_out, r = 12, 7, 3
+    if is_hidden():
+        rr = draw(63)
+        d_in, d_out, r = rr.randint(8, 64), rr.randint(2, 64), rr.randint(1, 8)
+        d_out += d_out == d_in
+    out = _call(fn, d_in, d_out, r, what="your init function")
     if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
         fail("return a pair of tensors (A, B)")
     A, B = out
-    if tuple(A.shape) == (7, 3) and tuple(B.shape) == (3, 12):
-        fail("A and B are swapped: A is (r, in_features) = (3, 12) and B is (out_features, r) = (7, 3), "
-             "so that B @ A has the shape of W, (out, in)")
-    if tuple(A.shape) != (3, 12) or tuple(B.shape) != (7, 3):
-        fail(f"A should be (r, in_features) = (3, 12) and B (out_features, r) = (7, 3); got "
+    if tuple(A.shape) == (d_out, r) and tuple(B.shape) == (r, d_in):
+        fail(f"A and B are swapped: A is (r, in_features) = ({r}, {d_in}) and B is (out_features, r) = "
+             f"({d_out}, {r}), so that B @ A has the shape of W, (out, in)")
+    if tuple(A.shape) != (r, d_in) or tuple(B.shape) != (d_out, r):
+        fail(f"A should be (r, in_features) = ({r}, {d_in}) and B (out_features, r) = ({d_out}, {r}); got "
              f"{tuple(A.shape)} and {tuple(B.shape)}")
     if B.abs().sum() != 0 and A.abs().sum() == 0:
         fail("it is B that starts at zero, and A that is random (the other way round the update is "
@@ -151,9 +171,14 @@ def check_lora_init(fn: Callable) -> None:
     passed("A is random (r, in) and B is zero (out, r): B·A = 0 at the start, and gradients flow")
 
 
+@forbids('minigpt.finetune.lora.add_lora', 'minigpt.finetune.classify.count_parameters', 'minigpt.model.GPT.__init__')
 def check_lora_count(fn: Callable) -> None:
     """Check ``fn(n_embd, n_layer, r)``: adapter parameters on c_attn, attn.c_proj, c_fc, mlp.c_proj."""
-    for C, L, r in ((256, 6, 8), (32, 2, 4), (48, 3, 1)):
+    cases = ((256, 6, 8), (32, 2, 4), (48, 3, 1))
+    if is_hidden():
+        rr = draw(64)
+        cases = tuple((4 * rr.randint(2, 40), rr.randint(1, 8), rr.choice([1, 2, 4, 8, 16])) for _ in range(3))
+    for C, L, r in cases:
         got = _call(fn, C, L, r, what="your count")
         model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=L, n_head=4, n_embd=C))
         add_lora(model, r=r)

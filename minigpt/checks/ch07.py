@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ..sampling import process_logits
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
 
@@ -37,14 +37,25 @@ def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
                 and torch.equal(a[~fa], b[~fb]))
 
 
-def _logits(seed: int, V: int = 10) -> torch.Tensor:
+def _size() -> int:
+    """The vocabulary size of a case: 10, or another in hidden runs."""
+    return draw(77).randint(3, 60) if is_hidden() else 10
+
+
+def _logits(seed: int, V: int | None = None) -> torch.Tensor:
+    V = V or _size()
     g = torch.Generator().manual_seed(seeded(seed))
     return torch.randn(V, generator=g, dtype=torch.float64) * 2
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_temperature(fn: Callable) -> None:
     """Check ``fn(logits, T) -> probs``: softmax(logits / T) for a 1-D logits vector, T > 0."""
-    for seed, T in ((1, 0.5), (2, 2.0), (3, 0.8)):
+    temps = ((1, 0.5), (2, 2.0), (3, 0.8))
+    if is_hidden():
+        r = draw(71)
+        temps = ((1, r.uniform(0.1, 0.9)), (2, r.uniform(1.1, 5.0)), (3, 1.0), (4, r.choice([0.25, 3.0])))
+    for seed, T in temps:
         z = _logits(seed)
         ref = torch.softmax(z / T, -1)
         got = _call(fn, z, T, what="your temperature function")
@@ -61,6 +72,8 @@ def check_temperature(fn: Callable) -> None:
             (z / T, "return probabilities: softmax(logits / T), not the scaled logits"),
             (p, "the temperature had no effect: divide the logits by T before the softmax"),
             (torch.exp(z / T), "forgot to renormalise: divide exp(logits / T) by its sum (use softmax)"),
+            (p ** (1 / T), "you raised the probabilities to the power 1/T but did not renormalise: divide by "
+                           "their sum (or, simpler, softmax(logits / T))"),
         ):
             if msg and _same(got, value):
                 fail(msg)
@@ -68,17 +81,31 @@ def check_temperature(fn: Callable) -> None:
     passed("temperature: softmax(logits / T) — T < 1 sharpens, T > 1 flattens")
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_top_k(fn: Callable) -> None:
     """Check ``fn(logits, k) -> logits``: keep the k largest logits, set the others to -inf."""
-    for seed, k in ((4, 3), (5, 1), (6, 7)):
+    cases = ((4, 3), (5, 1), (6, 7))
+    if is_hidden():
+        V = _size()
+        r = draw(72)
+        cases = ((4, r.randint(1, V)), (5, 1), (6, V), (7, r.randint(1, max(1, V - 1))))
+    for seed, k in cases:
         z = _logits(seed)
         ref = process_logits(z[None], top_k=k)[0].double()
         got = _call(fn, z, k, what="your top-k function")
+        top = z.topk(k)
+        if got.shape == (k,) and k < len(z) and (_same(got, top.values) or _same(got, top.indices.double())):
+            fail("you returned the k largest values (in sorted order) or their positions; return the whole "
+                 "logits vector, each logit at its own position, with the others set to -inf")
         if got.shape != ref.shape:
             fail(f"return logits of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
         if _same(got, ref):
             continue
         kept = int(torch.isfinite(got).sum())
+        if _same(got, torch.full_like(z, float("-inf")).index_copy(0, torch.arange(k), top.values)) and \
+                not _same(got, ref):
+            fail("you put the k largest logits at positions 0..k-1 (sorted order); keep each at its own "
+                 "position (token id): use the indices from topk, or mask logits below the k-th largest")
         if _same(got, torch.softmax(ref, -1)):
             fail("return the filtered LOGITS (removed ones -inf), not probabilities")
         if kept == k and set(torch.isfinite(got).nonzero().flatten().tolist()) == set(z.topk(k, largest=False).indices.tolist()):
@@ -88,13 +115,47 @@ def check_top_k(fn: Callable) -> None:
         if bool((got[~torch.isfinite(ref)] == 0).all()) and kept == len(z):
             fail("removed tokens must get -inf (probability 0 after softmax), not 0 (a logit of 0 is likely)")
         fail(f"for k={k} your logits differ: keep the {k} largest unchanged and set the rest to -inf")
+    if is_hidden():
+        _top_k_tie(fn)
     passed("top-k keeps exactly the k largest logits, the rest get -inf")
+
+
+def _top_k_tie(fn: Callable) -> None:
+    """A tie at the k-th largest logit: keeping exactly k (any of the tied) or every tied one are
+    both right; keeping fewer than k (a strict ``>``) or changing the kept logits is not."""
+    r = draw(73)
+    V = r.randint(6, 30)
+    z = torch.randn(V, generator=torch.Generator().manual_seed(seeded(73)), dtype=torch.float64)
+    top = z.argsort(descending=True)
+    k = r.randint(2, V - 3)
+    z[top[k - 1: k + 2]] = float(z[top[k - 1]])  # the k-th largest is tied with the next two
+    got = _call(fn, z, k, what="your top-k function")
+    if got.shape != z.shape:
+        fail(f"return logits of shape {tuple(z.shape)}, got {tuple(got.shape)}")
+    kept = torch.isfinite(got)
+    kth = z[top[k - 1]]
+    if not torch.equal(got[kept], z[kept]) or bool((got[~kept] != float("-inf")).any()):
+        fail("keep the kept logits unchanged and set the removed ones to -inf")
+    if int(kept.sum()) < k:
+        fail(f"with a tie at the k-th largest logit you kept {int(kept.sum())} < k = {k} tokens: keep the logits "
+             ">= the k-th largest (not > it)")
+    if bool((z[~kept] > kth).any()) or bool((z[kept] < kth).any()) or int(kept.sum()) not in (k, int((z >= kth).sum())):
+        fail(f"with a tie at the k-th largest logit, keep the {k} largest (or every logit tied with the k-th)")
+
+
+def _top_p_exact(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Top-p by the rule, in float64 (for cases on the boundary, where float32 rounding decides)."""
+    sp, order = probs.sort(descending=True, stable=True)
+    keep = torch.zeros_like(sp, dtype=torch.bool).scatter(0, order, (sp.cumsum(0) - sp) < p)
+    kept = probs * keep
+    return kept / kept.sum()
 
 
 def _top_p_ref(probs: torch.Tensor, p: float) -> torch.Tensor:
     return torch.softmax(process_logits(probs.log()[None], top_p=p)[0].double(), -1)
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_top_p(fn: Callable) -> None:
     """Check ``fn(probs, p) -> probs``: nucleus sampling on a 1-D probability vector. Keep the
     smallest set of most likely tokens whose total probability is at least p (the token that
@@ -102,8 +163,17 @@ def check_top_p(fn: Callable) -> None:
     cases = ((torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15], dtype=torch.float64), 0.75),
              (torch.softmax(_logits(7), -1), 0.9), (torch.softmax(_logits(8), -1), 0.5),
              (torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64), 0.3))
+    exact = False
+    if is_hidden():  # other sizes; ties; a kept mass exactly p (the `<` / `<=` boundary)
+        r = draw(74)
+        perm = torch.randperm(5, generator=torch.Generator().manual_seed(seeded(74)))
+        tied = torch.tensor([0.25, 0.25, 0.25, 0.125, 0.125], dtype=torch.float64)[perm]
+        half = torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.0625], dtype=torch.float64)[perm]
+        cases = ((torch.softmax(_logits(7), -1), r.uniform(0.3, 0.95)), (tied, 0.75), (half, 0.75), (half, 0.5),
+                 (torch.softmax(_logits(8) * 3, -1), r.uniform(0.05, 0.3)))
+        exact = True
     for probs, p in cases:
-        ref = _top_p_ref(probs, p)
+        ref = _top_p_exact(probs, p) if exact else _top_p_ref(probs, p)
         got = _call(fn, probs, p, what="your top-p function")
         if got.shape != ref.shape:
             fail(f"return probabilities of shape {tuple(ref.shape)}, got {tuple(got.shape)}")
@@ -129,19 +199,29 @@ def check_top_p(fn: Callable) -> None:
         more = torch.zeros_like(probs, dtype=torch.bool)
         more[order[:n_ref + 1]] = True
         if torch.equal(kept, more):
-            fail("you kept one token too many: stop at the first token whose cumulative mass reaches p")
+            fail("you kept one token too many: stop at the first token whose cumulative mass reaches p "
+                 "(a token whose more likely tokens already hold p is dropped: mass before it < p, not <= p)")
         fail(f"for p={p} your result differs: keep the smallest set of most likely tokens with mass ≥ p, "
              "then renormalise")
     passed("top-p keeps the smallest set of most likely tokens with mass ≥ p, renormalised")
 
 
+@forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_repetition_penalty(fn: Callable) -> None:
     """Check ``fn(logits, prev_ids, penalty) -> logits`` (CTRL): for each distinct token in
     ``prev_ids``, a positive logit is divided by the penalty, a negative one multiplied by it."""
     z = _logits(9)
     z[2], z[5] = 1.5, -1.2  # one positive and one negative seen token
     prev = torch.tensor([2, 5, 2, 7], dtype=torch.long)
-    for penalty in (1.3, 2.0):
+    penalties = (1.3, 2.0)
+    if is_hidden():  # other vocabularies and histories (repeats, both signs), other penalties
+        r = draw(75)
+        V = len(z)
+        seen = r.sample(range(V), r.randint(2, max(2, V // 2)))
+        z[seen[0]], z[seen[1]] = abs(float(z[seen[0]])) + 0.5, -abs(float(z[seen[1]])) - 0.5
+        prev = torch.tensor([r.choice(seen) for _ in range(r.randint(len(seen), 3 * len(seen)))] + seen[:2])
+        penalties = (r.uniform(1.05, 1.9), r.uniform(2.0, 4.0))
+    for penalty in penalties:
         ref = process_logits(z[None], repetition_penalty=penalty, prev_ids=prev[None])[0].double()
         got = _call(fn, z, prev, penalty, what="your repetition penalty")
         if got.shape != ref.shape:
@@ -158,6 +238,9 @@ def check_repetition_penalty(fn: Callable) -> None:
             twice[t] = twice[t] / penalty if twice[t] > 0 else twice[t] * penalty
         if _same(got, twice):
             fail("you penalised a token once per occurrence; penalise each distinct seen token once")
+        every = torch.where(z > 0, z / penalty, z * penalty)
+        if _same(got, every):
+            fail("you penalised every token; only the tokens already seen (those in prev_ids) are penalised")
         sub = z.clone()
         sub[prev.unique()] -= penalty
         if _same(got, sub):

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..viz.analysis import attention_rollout, first_token_score, previous_token_score
-from . import CheckFailed, fail, passed, seeded
+from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "CheckFailed"]
 
@@ -46,14 +46,20 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, atol=1e-6, rtol=1e-5))
 
 
+@forbids('minigpt.viz.analysis.previous_token_score')
 def check_previous_token_score(fn: Callable) -> None:
     """Check ``fn(weights)``: (n_layer, n_head, T, T) -> (n_layer, n_head), the mean over queries
     i = 1..T-1 of ``weights[..., i, i-1]``."""
-    w = _causal_random((3, 4, 9, 9), seed=8)
-    prev = torch.zeros(9, 9, dtype=torch.float64)
+    L, H, T = 3, 4, 9
+    if is_hidden():
+        r = draw(81)
+        L, H, T = r.randint(2, 5), r.choice([1, 3, 5]), r.choice([2, r.randint(3, 40)])
+    w = _causal_random((L, H, T, T), seed=8)
+    prev = torch.zeros(T, T, dtype=torch.float64)
     prev[0, 0] = 1
-    prev[torch.arange(1, 9), torch.arange(8)] = 1
-    w[2, 1] = prev  # a perfect previous-token head: it must score exactly 1
+    prev[torch.arange(1, T), torch.arange(T - 1)] = 1
+    pl, ph = (2, 1) if not is_hidden() else (draw(82).randrange(L), draw(83).randrange(H))
+    w[pl, ph] = prev  # a perfect previous-token head: it must score exactly 1
     got = _as(_call(fn, w.clone(), what="your function"), "your score")
     ref = previous_token_score(w)
     if _same(got, ref):
@@ -83,13 +89,46 @@ def check_previous_token_score(fn: Callable) -> None:
     if _same(got.T, ref) if got.dim() == 2 else False:
         fail("layers and heads are swapped: keep the (n_layer, n_head) order of the weights")
     worst = (got - ref).abs().max().item()
-    fail(f"your scores differ from the reference (largest difference {worst:.3g}); the planted "
-         f"previous-token head (layer 2, head 1) should score 1 and scored {got[2, 1].item():.3f}")
+    fail(f"your scores differ from the reference (largest difference {worst:.3g}); a perfect "
+         f"previous-token head (layer {pl}, head {ph}) should score 1 and scored {got[pl, ph].item():.3f}")
 
 
+@forbids('minigpt.viz.analysis.previous_token_score')
 def check_previous_token_head(answer, weights: torch.Tensor) -> None:
     """Check ``answer == (layer, head)``: the head of ``weights`` (n_layer, n_head, T, T) with the
-    highest previous-token score."""
+    highest previous-token score. ``answer`` may be that pair or a function ``windows -> (layer,
+    head)`` of weights (n_windows, n_layer, n_head, T, T); hidden runs call the function on other
+    weights, with a planted previous-token head and a first-token sink as a distractor."""
+    if callable(answer):
+        fn = answer
+        if is_hidden():  # two weight sets, with the previous-token head planted at two different heads
+            r = draw(84)
+            L, H, T, n = r.randint(2, 5), r.randint(2, 6), r.randint(6, 24), r.randint(2, 4)
+            heads = r.sample([(layer, head) for layer in range(L) for head in range(H) if layer != head], 3)
+            for planted in heads[:2]:
+                w = _planted(n, L, H, T, planted, heads[2])
+                _check_head(_call(fn, w.clone(), what="your previous_token_head"), w.mean(0))
+            passed("previous_token_head finds the planted previous-token head")
+            return
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        answer = _call(fn, weights[None].clone(), what="your previous_token_head")
+    _check_head(answer, weights)
+
+
+def _planted(n: int, L: int, H: int, T: int, prev_at: tuple[int, int], sink_at: tuple[int, int]) -> torch.Tensor:
+    """Random causal weights (n, L, H, T, T) with a previous-token head and a first-token sink."""
+    w = _causal_random((n, L, H, T, T), seed=84 + 7 * prev_at[0] + prev_at[1])
+    prev = torch.zeros(T, T, dtype=torch.float64)
+    prev[0, 0] = 1
+    prev[torch.arange(1, T), torch.arange(T - 1)] = 1
+    sink = torch.zeros(T, T, dtype=torch.float64)
+    sink[:, 0] = 1
+    w[:, prev_at[0], prev_at[1]] = 0.7 * prev + 0.3 * w[:, prev_at[0], prev_at[1]]
+    w[:, sink_at[0], sink_at[1]] = 0.8 * sink + 0.2 * w[:, sink_at[0], sink_at[1]]
+    return w
+
+
+def _check_head(answer, weights) -> None:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         fail(f"answer with a pair (layer, head), e.g. (1, 3); got {answer!r}")
     try:
@@ -115,10 +154,16 @@ def check_previous_token_head(answer, weights: torch.Tensor) -> None:
          f"{s.max().item():.2f}: compute the score for every head and take the largest")
 
 
+@forbids('minigpt.viz.analysis.attention_rollout')
 def check_rollout(fn: Callable) -> None:
     """Check ``fn(weights)``: attention rollout of (n_layer, n_head, T, T) weights — average the
     heads, Â = 0.5·A + 0.5·I, multiply R = Â_l · R_(l-1) — returning (n_layer, T, T) or the last (T, T)."""
-    w = _causal_random((3, 2, 6, 6), seed=88)
+    shape = (3, 2, 6, 6)
+    if is_hidden():
+        r = draw(88)
+        T = r.randint(2, 20)  # T > 1 and two layers at least, or every mistake gives the same result
+        shape = (r.randint(2, 5), r.choice([1, 3, 4]), T, T)
+    w = _causal_random(shape, seed=88)
     got = _as(_call(fn, w.clone(), what="your rollout"), "your rollout")
     ref = attention_rollout(w)
     if _same(got, ref) or _same(got, ref[-1]):
@@ -128,7 +173,7 @@ def check_rollout(fn: Callable) -> None:
         fail(f"your rollout has shape {tuple(got.shape)}; expected (T, T) = {tuple(ref[-1].shape)} "
              f"(or one per layer, {tuple(ref.shape)})")
     last = got if got.dim() == 2 else got[-1]
-    eye = torch.eye(6, dtype=torch.float64)
+    eye = torch.eye(shape[-1], dtype=torch.float64)
     a = w.mean(1)
     hat = 0.5 * a + 0.5 * eye
 
