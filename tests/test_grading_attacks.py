@@ -19,7 +19,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 from minigpt.assignments import append_row, grade, release  # noqa: E402
-from minigpt.assignments.grade import check_grade_file  # noqa: E402
+from minigpt.assignments.gradefile import check_grade_file  # noqa: E402
 from minigpt.assignments.markers import AssignmentError, cell_source, find_exercises  # noqa: E402
 from minigpt.assignments.sandbox import bwrap_status  # noqa: E402
 
@@ -280,7 +280,7 @@ def test_nbgrader_export_embeds_images_and_keeps_hints_outside_the_solution(tmp_
 
 
 def test_forbidden_names_are_found_through_aliases_and_re_exports():
-    from minigpt.assignments.grade import forbidden_uses
+    from minigpt.assignments.forbidden import forbidden_uses
 
     names = ("minigpt.attention.attention", "torch.nn.functional.scaled_dot_product_attention",
              "minigpt.model.GPT.__init__")

@@ -10,7 +10,8 @@ TESTS``) inside exercise cells that start with ``# Exercise NN.M: title``. See
 ``notebooks/README.md`` (the instructor guide).
 """
 
-from .grade import ExerciseResult, GradeReport, append_row, grade, write_rows
+from .grade import ExerciseResult, GradeReport, grade
+from .gradefile import append_row, write_rows
 from .markers import AssignmentError, Exercise, find_exercises
 from .release import release, student_notebook
 

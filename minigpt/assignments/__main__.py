@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .grade import NOTEBOOKS, append_row, check_grade_file, find_source, grade
+from .grade import NOTEBOOKS, find_source, grade
+from .gradefile import append_row, check_grade_file
 from .markers import AssignmentError, find_exercises
 from .release import export_nbgrader, release
 

@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import ast
 import base64
-import csv
-import fcntl
 import importlib
 import io
-import json
-import os
 import pickle
 import re
 import secrets
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .deps import cell_names, needed_cells
+from .forbidden import Forbidden, forbidden_message, forbidden_uses
 from .markers import (
     AssignmentError,
     cell_source,
@@ -330,82 +326,6 @@ def _apply_state(args: tuple, state: dict) -> None:
             a.load_state_dict(st["optimizer"])
 
 
-class _Forbidden(BaseException):
-    """An answer called a forbidden function (a ``BaseException``: the check must not wrap it)."""
-
-
-def _forbidden_message(names) -> str:
-    names = ", ".join(sorted(set(names)))
-    return (f"this exercise asks you to write it by hand, but your answer calls {names} (the package's own "
-            "version); write the computation yourself")
-
-
-def _loaded(name: str):
-    """The object a dotted name stands for, through modules already imported here (no imports:
-    the names come from a submission), or None."""
-    import sys
-
-    parts = name.split(".")
-    for i in range(len(parts), 0, -1):
-        mod = sys.modules.get(".".join(parts[:i]))
-        if mod is not None:
-            obj = mod
-            try:
-                for a in parts[i:]:
-                    obj = getattr(obj, a)
-            except AttributeError:
-                return None
-            return obj
-    return None
-
-
-def forbidden_uses(source: str, names) -> list[str]:
-    """Which of the dotted ``names`` the code refers to, read statically: through any import alias
-    and any re-export (``from minigpt import GPT`` is ``minigpt.model.GPT``)."""
-    from .deps import _python
-    from .worker import resolve
-
-    try:
-        tree = ast.parse(_python(source))
-    except SyntaxError:
-        return []
-    targets: dict[int, str] = {}
-    for n in names:
-        try:
-            obj = resolve(n)
-        except (ImportError, AttributeError):
-            continue
-        targets[id(obj)] = n
-        if n.endswith(".__init__"):  # calling the class builds one
-            targets[id(resolve(n.rsplit(".", 1)[0]))] = n
-    alias: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                alias[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for a in node.names:
-                alias[a.asname or a.name] = f"{node.module}.{a.name}"
-    hits = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            parts = []
-            n = node
-            while isinstance(n, ast.Attribute):
-                parts.append(n.attr)
-                n = n.value
-            if isinstance(n, ast.Name) and n.id in alias:
-                obj = _loaded(".".join([alias[n.id], *reversed(parts)]))
-                if obj is not None and id(obj) in targets:
-                    hits.add(targets[id(obj)])
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for a in node.names:
-                obj = _loaded(f"{node.module}.{a.name}")
-                if obj is not None and id(obj) in targets:
-                    hits.add(targets[id(obj)])
-    return sorted(hits)
-
-
 class _Remote:
     """The student's function, seen from the grader: each call runs in the worker."""
 
@@ -422,7 +342,7 @@ class _Remote:
                  for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
         reply = self.worker.request(op="call", expr=self.expr, args=pickle.dumps((args, grads)), forbid=self.forbid)
         if reply.get("forbidden"):
-            raise _Forbidden(_forbidden_message(reply["forbidden"]))
+            raise Forbidden(forbidden_message(reply["forbidden"]))
         if not reply.get("ok"):
             raise _student_error(reply)
         _apply_state(args, _decode(reply["state"]))
@@ -465,14 +385,14 @@ def _evaluate(worker: Worker, hidden: str, where: str, offsets: list[int], answe
         used = forbidden_uses(answer_code, forbid)
         for offset in offsets:
             if used:
-                cases.append(_Case("failed", _forbidden_message(used)))
+                cases.append(_Case("failed", forbidden_message(used)))
                 continue
             try:
                 args = [_argument(worker, e, forbid) for e in exprs]
                 with hidden_inputs(offset):
                     check(*args)
                 cases.append(_Case("passed"))
-            except _Forbidden as e:
+            except Forbidden as e:
                 cases.append(_Case("failed", str(e)))
             except _Missing as e:
                 cases.append(_outcome(str(e), answer_error, "error"))
@@ -604,74 +524,4 @@ def _short(message: str, limit: int = 400) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
-# --- grade files: one row per submission, written as soon as it is graded -------------------------
-
-@contextmanager
-def _locked(path: Path):
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def append_row(report: GradeReport, path: str | Path) -> None:
-    """Add one submission to a CSV file (or a JSON list, for ``.json``), atomically and under a
-    lock, so rows survive a crash later in the batch and parallel graders do not interleave. A
-    CSV whose header is not this chapter's columns is refused (its columns would misalign)."""
-    path = Path(path)
-    with _locked(path):
-        if path.suffix == ".json":
-            old = json.loads(path.read_text(encoding="utf-8")) if path.exists() and path.stat().st_size else []
-            if not isinstance(old, list):
-                raise AssignmentError(f"{path} does not hold a JSON list of grades; choose another --json file")
-            _replace(path, json.dumps(old + [report.to_json()], indent=1, ensure_ascii=False) + "\n")
-            return
-        row = report.row()
-        fields = list(row)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
-        if old.strip():
-            header = next(csv.reader([old.splitlines()[0]]))
-            if header != fields:
-                raise AssignmentError(f"{path} has the columns {','.join(header)}, but {Path(report.source).name} "
-                                      f"grades into {','.join(fields)}; use one CSV file per chapter")
-        else:
-            old = ""
-            writer.writeheader()
-        writer.writerow(row)
-        if old and not old.endswith("\n"):
-            old += "\n"
-        _replace(path, old + buf.getvalue())
-
-
-def check_grade_file(path: str | Path, source: Path) -> None:
-    """Refuse, before grading anything, a CSV whose header belongs to another chapter."""
-    import nbformat
-
-    path = Path(path)
-    if path.suffix == ".json" or not path.exists() or not path.read_text(encoding="utf-8").strip():
-        return
-    header = next(csv.reader([path.read_text(encoding="utf-8").splitlines()[0]]))
-    ids = [e.id for e in find_exercises(nbformat.read(source, as_version=4).cells)]
-    if header != ["submission", "notebook", "total", "max", *ids]:
-        raise AssignmentError(f"{path} has the columns {','.join(header)}, which are not those of {source.name} "
-                              f"(submission,notebook,total,max,{','.join(ids)}); use one CSV file per chapter")
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_rows(reports: list[GradeReport], path: str | Path) -> None:
-    """Append each report to a CSV (or JSON) grade file; see :func:`append_row`."""
-    for r in reports:
-        append_row(r, path)
-
-
-__all__ = ["ExerciseResult", "GradeReport", "append_row", "find_source", "grade", "grading_plan", "write_rows"]
+__all__ = ["ExerciseResult", "GradeReport", "find_source", "grade", "grading_plan"]
