@@ -221,6 +221,21 @@ def test_honest_answer_passes_and_hard_coded_answer_fails_hidden(check, capsys):
     assert capsys.readouterr().out == ""  # hidden runs are silent
 
 
+@pytest.mark.parametrize("check", list(HONEST), ids=lambda c: f"{c.__module__[-4:]}.{c.__name__}")
+def test_honest_answer_passes_every_secret(check):
+    """The grader's secret is any number: an honest answer must pass whatever the draw (a rare
+    draw once asked ch08 for 3 distinct heads out of 2 and failed an honest answer)."""
+    import random
+
+    offsets = random.Random(16).sample(range(1, 10**9), 40)
+    for offset in offsets:
+        with hidden_inputs(offset):
+            try:
+                check(HONEST[check])
+            except CheckFailed as e:
+                raise AssertionError(f"offset {offset}: {e}") from None
+
+
 def _fails(check, fn, fragment):
     with pytest.raises(CheckFailed) as info:
         check(fn)
@@ -321,7 +336,7 @@ def test_previous_token_head_as_a_function_is_checked_on_other_weights():
     fixed = honest(visible[None])
     ch08.check_previous_token_head(honest, visible)
     ch08.check_previous_token_head(lambda w: fixed, visible)  # the visible check cannot tell
-    for offset in OFFSETS:
+    for offset in (*OFFSETS, *range(1, 60)):  # every secret, including the small draws (L = 2)
         with hidden_inputs(offset):
             ch08.check_previous_token_head(honest, visible)
             with pytest.raises(CheckFailed):

@@ -211,10 +211,11 @@ def check_repetition_penalty(fn: Callable) -> None:
     """Check ``fn(logits, prev_ids, penalty) -> logits`` (CTRL): for each distinct token in
     ``prev_ids``, a positive logit is divided by the penalty, a negative one multiplied by it."""
     z = _logits(9)
-    z[2], z[5] = 1.5, -1.2  # one positive and one negative seen token
-    prev = torch.tensor([2, 5, 2, 7], dtype=torch.long)
-    penalties = (1.3, 2.0)
-    if is_hidden():  # other vocabularies and histories (repeats, both signs), other penalties
+    if not is_hidden():
+        z[2], z[5] = 1.5, -1.2  # one positive and one negative seen token
+        prev = torch.tensor([2, 5, 2, 7], dtype=torch.long)
+        penalties = (1.3, 2.0)
+    else:  # other vocabularies (as small as 3 tokens) and histories (repeats, both signs), other penalties
         r = draw(75)
         V = len(z)
         seen = r.sample(range(V), r.randint(2, max(2, V // 2)))
