@@ -36,7 +36,9 @@ from typing import Any, Sequence
 ARGS_FILE = "args.json"
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "activation")
 TRAIN_KEYS = {"max_iters": "max_iters", "batch_size": "batch_size", "lr": "learning_rate", "min_lr": "min_lr",
-              "warmup_iters": "warmup_iters", "lr_decay_iters": "lr_decay_iters", "weight_decay": "weight_decay",
+              "warmup_iters": "warmup_iters", "lr_decay_iters": "lr_decay_iters", "lr_schedule": "lr_schedule",
+              "cooldown_frac": "cooldown_frac", "optimizer": "optimizer", "muon_lr": "muon_lr",
+              "muon_momentum": "muon_momentum", "weight_decay": "weight_decay",
               "beta1": "beta1", "beta2": "beta2", "grad_clip": "grad_clip", "grad_accum": "grad_accum",
               "eval_interval": "eval_interval", "eval_batches": "eval_batches", "ckpt_interval": "ckpt_interval",
               "seed": "seed", "device": "device", "dtype": "dtype", "compile": "compile", "threads": "threads"}
@@ -44,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "corpus": "shakespeare", "tokenizer": "char", "vocab_size": 2048, "val_fraction": 0.1,
     "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "activation": "gelu",
     "max_iters": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100, "lr_decay_iters": None,
+    "lr_schedule": "cosine", "cooldown_frac": 0.4, "optimizer": "adamw", "muon_lr": 0.02, "muon_momentum": 0.95,
     "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "grad_accum": 1,
     "eval_interval": 250, "eval_batches": None, "ckpt_interval": 0, "seed": 1337, "device": "auto",
     "dtype": "auto", "compile": False, "threads": None, "out": None,
@@ -102,14 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(g, "--activation", "feed-forward non-linearity", choices=("gelu", "relu"))
     g = t.add_argument_group("optimization")
     for flag, h, typ in (("--max-iters", "optimizer steps", int), ("--batch-size", "sequences per batch", int),
-                         ("--lr", "peak learning rate", float), ("--min-lr", "final learning rate of the cosine", float),
+                         ("--lr", "peak learning rate", float), ("--min-lr", "final learning rate of the decay", float),
                          ("--warmup-iters", "linear warm-up steps", int),
-                         ("--lr-decay-iters", "step where the cosine reaches --min-lr (None: --max-iters)", int),
+                         ("--lr-decay-iters", "step where the decay reaches --min-lr (None: --max-iters)", int),
+                         ("--cooldown-frac", "wsd: fraction of the steps in the final linear decay", float),
+                         ("--muon-lr", "Muon's learning rate (with --optimizer muon)", float),
+                         ("--muon-momentum", "Muon's momentum", float),
                          ("--weight-decay", "AdamW weight decay on matrices and embeddings", float),
                          ("--beta1", "AdamW beta1", float), ("--beta2", "AdamW beta2", float),
                          ("--grad-clip", "clip the gradient norm to this (0: off)", float),
                          ("--grad-accum", "batches accumulated per step", int)):
         _opt(g, flag, h, type=typ)
+    _opt(g, "--lr-schedule", "after warm-up: cosine to --min-lr, or wsd (constant, then linear to --min-lr)",
+         choices=("cosine", "wsd"))
+    _opt(g, "--optimizer", "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)",
+         choices=("adamw", "muon"))
     g = t.add_argument_group("evaluation, checkpoints, hardware")
     _opt(g, "--eval-interval", "evaluate every this many steps (0: only at the end)", type=int)
     _opt(g, "--eval-batches", "validation batches per evaluation (None: the whole validation split)", type=int)

@@ -47,10 +47,12 @@ from .config import GPTConfig
 from .device import pick_device, seed_everything
 from .distributed import DistInfo  # noqa: F401  (re-exported: it used to live here)
 from .model import GPT
+from .optim import OPTIMIZERS, MuonAdamW, build_optimizer, set_lr
 
 Callback = Callable[[str, dict], Any]
 OPTIMIZER_FILE, STATE_FILE, METRICS_FILE = "optimizer.safetensors", "train_state.json", "metrics.jsonl"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+LR_SCHEDULES = ("cosine", "wsd")
 DIVERGED_ADVICE = "Lower the learning rate or warm it up over more steps"
 RESUME_FILES = ("model.safetensors", "config.json", "meta.json", OPTIMIZER_FILE, STATE_FILE)  # a complete save
 
@@ -122,8 +124,12 @@ class TrainConfig:
     """Hyperparameters of a training run (model shape lives in :class:`~minigpt.config.GPTConfig`).
 
     The learning rate warms up linearly for ``warmup_iters`` steps to ``learning_rate``, then
-    decays along a cosine to ``min_lr`` at ``lr_decay_iters`` (default: ``max_iters``); set
-    ``min_lr = learning_rate`` for a constant rate. ``eval_batches=None`` evaluates on the whole
+    decays to ``min_lr`` at ``lr_decay_iters`` (default: ``max_iters``): along a cosine
+    (``lr_schedule="cosine"``), or ``"wsd"`` (warmup–stable–decay): constant, then a straight
+    line down over the last ``cooldown_frac`` of the steps; set ``min_lr = learning_rate`` for a
+    constant rate. ``optimizer="muon"`` trains the blocks' weight matrices with Muon at
+    ``muon_lr`` (momentum ``muon_momentum``, no weight decay) and everything else with AdamW
+    (see :mod:`minigpt.optim`); the schedule scales both learning rates alike. ``eval_batches=None`` evaluates on the whole
     validation split; ``train_eval_batches`` fixed random batches estimate the training loss.
     ``grad_clip=0`` disables clipping, ``ckpt_interval=0`` saves only at the end.
     ``batch_size`` is the global batch: under DDP each of the N processes takes batch_size / N rows.
@@ -139,9 +145,14 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     lr_decay_iters: int | None = None
+    lr_schedule: str = "cosine"
+    cooldown_frac: float = 0.4
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
     grad_clip: float = 1.0
     grad_accum: int = 1
     eval_interval: int = 250
@@ -173,8 +184,16 @@ class TrainConfig:
         check("lr_decay_iters", int, 0, optional=True)
         check("eval_batches", int, 1, optional=True)
         check("threads", int, 1, optional=True)
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr"):
             check(name, float, 0)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("cooldown_frac", "muon_momentum"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {v!r}")
         if self.min_lr > self.learning_rate:
             raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must be <= learning_rate ({self.learning_rate})")
         for name in ("beta1", "beta2"):
@@ -220,30 +239,36 @@ def build_model(config: GPTConfig, seed: int = 1337) -> GPT:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine to ``min_lr``."""
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine (or WSD) to ``min_lr``."""
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
     if step > cfg.decay_iters:
         return cfg.min_lr
+    if cfg.lr_schedule == "wsd":  # stable at the peak, then a straight line to min_lr at decay_iters
+        cooldown = cfg.cooldown_frac * cfg.decay_iters
+        left = cfg.decay_iters - step  # steps until the end of the decay
+        if left >= cooldown:
+            return cfg.learning_rate
+        return cfg.min_lr + (cfg.learning_rate - cfg.min_lr) * left / cooldown
     span = cfg.decay_iters - cfg.warmup_iters
     ratio = (step - cfg.warmup_iters) / span if span > 0 else 0.0  # 0 -> 1 over the decay
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
-def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | None = None) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings (dim >= 2) only, not on biases or LayerNorm.
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | None = None
+                        ) -> torch.optim.AdamW | MuonAdamW:
+    """AdamW with weight decay on matrices and embeddings (dim >= 2) only, not on biases or LayerNorm;
+    with ``cfg.optimizer="muon"``, Muon for the blocks' weight matrices and AdamW for the rest.
 
     Trainable parameters only; a tied weight (``lm_head`` = ``wte``) appears once.
     """
-    params = [p for _, p in model.named_parameters() if p.requires_grad]  # named_parameters dedups ties
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = [p for p in model.parameters() if p.requires_grad]
     device = device or (params[0].device if params else torch.device("cpu"))
     fused = device.type in ("cuda", "cpu") if cfg.fused == "auto" else cfg.fused
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=fused or None, foreach=None if fused else True)
+    return build_optimizer(model, name=cfg.optimizer, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                           betas=(cfg.beta1, cfg.beta2), fused=bool(fused), muon_lr=cfg.muon_lr,
+                           muon_momentum=cfg.muon_momentum)
 
 
 def _loss_over(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -490,8 +515,7 @@ def train(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor | N
         for step in range(start, cfg.max_iters):
             ts = time.perf_counter()
             lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)  # each group: lr x its lr_scale (Muon's groups: muon_lr / learning_rate)
             torch.manual_seed(cfg.seed + 1_000_003 * (step + 1) + dist.rank)  # dropout masks keyed by step
             loss_sum = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
