@@ -1,6 +1,6 @@
 """The induction control model of chapter 08: train it, time it, and check that the circuit is there.
 
-    python benchmarks/induction_control.py [--threads 2] [--steps 1000] [--seed 0]
+    python benchmarks/induction_control.py [--threads 2] [--steps 1500] [--seed 0]
 
 Trains :func:`minigpt.interpret.train_induction_model` (2-layer attention-only GPT) and reports on
 held-out [r, r] sequences: wall time, second-copy loss before/after, every head's induction and
@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=64)

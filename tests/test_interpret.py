@@ -414,15 +414,15 @@ def test_attention_only_model_skips_mlps(model, ids):
 def test_training_smoke():
     """A few seconds: the tiny control model learns to predict the copy (the full run is in benchmarks/)."""
     threads = torch.get_num_threads()
-    run = train_induction_model(vocab_size=12, block_size=16, n_layer=2, n_head=2, n_embd=16, steps=150,
+    run = train_induction_model(vocab_size=12, block_size=16, n_layer=2, n_head=2, n_embd=16, steps=250,
                                 batch_size=16, lr=1e-2, warmup=10, threads=1)
     assert torch.get_num_threads() == threads
-    assert run.steps == 150 and not run.model.training
+    assert run.steps == 250 and not run.model.training
     first, last = sum(run.losses[:15]) / 15, sum(run.losses[-15:]) / 15
-    assert last < first - 0.3, (first, last)
+    assert last < first - 0.25, (first, last)  # measured: 2.45 -> 2.03 (seed 0); with lr=0 it stays at 2.49
     assert all(float(b.mlp.c_proj.weight.abs().max()) == 0 for b in run.model.transformer.h)
     test = repeated_random_tokens(16, 8, 12, torch.Generator().manual_seed(99))
     one, two = half_losses(run.model, test)
-    assert two < one
+    assert two < one - 0.5  # the copy became predictable, the first half did not (measured 2.05 vs 2.98)
     w = attention_patterns(run.model, test)
     assert w.shape == (16, 2, 2, 16, 16)

@@ -139,7 +139,7 @@ class InductionTraining:
 
 
 def train_induction_model(*, vocab_size: int = 64, block_size: int = 48, n_layer: int = 2, n_head: int = 4,
-                          n_embd: int = 64, steps: int = 1000, batch_size: int = 32, lr: float = 3e-3,
+                          n_embd: int = 64, steps: int = 1500, batch_size: int = 32, lr: float = 3e-3,
                           warmup: int = 100, seed: int = 0, attention_only: bool = True,
                           threads: int | None = None, max_seconds: float | None = None) -> InductionTraining:
     """Train a tiny GPT (attention-only by default) on repeated random segments until it forms
