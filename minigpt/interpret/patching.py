@@ -128,7 +128,7 @@ def _setup(model, clean, corrupted, metric):
     return clean, corrupted, cache, metric
 
 
-def _finish(model, scores, clean, corrupted, metric, cache, norm):
+def _finish(model, scores, corrupted, metric, cache, norm: bool) -> torch.Tensor:
     if not norm:
         return scores
     return normalise(scores, float(metric(cache.logits)), run_metric(model, corrupted, metric))
@@ -151,7 +151,7 @@ def patch_residual(model, clean, corrupted, metric: Metric | None = None, *,
             for t in range(T):
                 with patched(model, cache, resid=[l], positions=[t]):
                     out[l, t] = float(metric(model(corrupted)[0]))
-    return _finish(model, out, clean, corrupted, metric, cache, normalised)
+    return _finish(model, out, corrupted, metric, cache, normalised)
 
 
 @torch.no_grad()
@@ -173,4 +173,4 @@ def patch_heads(model, clean, corrupted, metric: Metric | None = None, *, per_po
                     with patched(model, cache, heads=[(l, h)], positions=pos):
                         out[l, h, i] = float(metric(model(corrupted)[0]))
     out = out if per_position else out[..., 0]
-    return _finish(model, out, clean, corrupted, metric, cache, normalised)
+    return _finish(model, out, corrupted, metric, cache, normalised)
