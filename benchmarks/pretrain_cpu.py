@@ -67,8 +67,8 @@ TUNED_V1 = dict(
 # logs what each change bought.
 TUNED = dict(
     model=dict(n_layer=3, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-    train=dict(max_iters=240, batch_size=32, learning_rate=1e-2, min_lr=0.0, warmup_iters=30,
-               lr_schedule="wsd", cooldown_frac=0.4, optimizer="muon", muon_lr=0.03, muon_momentum=0.95,
+    train=dict(max_iters=200, batch_size=32, learning_rate=1e-2, min_lr=0.0, warmup_iters=15,
+               lr_schedule="wsd", cooldown_frac=0.4, optimizer="muon", muon_lr=0.03, muon_momentum=0.85,
                beta2=0.99, weight_decay=0.0, grad_clip=1.0, fused=True),
     threads=2,
 )
