@@ -129,7 +129,8 @@ def from_hf_llama(model_or_state_dict: Any, config: GPTConfig | None = None) -> 
 
     Accepts a ``transformers`` ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM``
     (its config is read with :func:`config_from_hf_llama`) or its state dict (then ``config``
-    is required: the number of heads is not visible in the weights). q_proj, k_proj and v_proj
+    is required: the number of heads is not visible in the weights); keys with or without the
+    ``model.`` prefix are accepted. q_proj, k_proj and v_proj
     are concatenated into ``c_attn``; any missing, unexpected or misshapen tensor is an error.
     """
     if isinstance(model_or_state_dict, nn.Module):
@@ -147,6 +148,8 @@ def from_hf_llama(model_or_state_dict: Any, config: GPTConfig | None = None) -> 
     else:
         raise TypeError(f"from_hf_llama needs a Llama-family model or a state dict, got {type(model_or_state_dict).__name__}")
 
+    # keys of a bare LlamaModel lack the "model." prefix of the ...ForCausalLM that wraps it
+    sd = {k if k.startswith("model.") or k == TIED_HEAD else "model." + k: v for k, v in sd.items()}
     tensors: dict[str, torch.Tensor] = {}
     for key, t in sd.items():
         name = _llama_name(key)

@@ -100,13 +100,15 @@ def test_kv_cache_is_smaller_with_gqa(pair):
     assert cache.bytes_per_token == 2 * 3 * ours.config.kv_heads * 8 * 4
 
 
-def test_state_dict_import_with_config_and_old_rotary_buffers(pair):
+def test_state_dict_import_with_config_without_prefix_and_old_rotary_buffers(pair):
     _, hf, ours = pair
     sd = dict(hf.state_dict())
     sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # a buffer in older transformers
     model = from_hf_llama(sd, ours.config)
     idx = torch.randint(0, VOCAB, (1, 10))
     assert torch.equal(model(idx)[0], ours(idx)[0])
+    bare = {k.removeprefix("model."): v for k, v in sd.items()}  # a LlamaModel's names, lm_head beside them
+    assert torch.equal(from_hf_llama(bare, ours.config)(idx)[0], ours(idx)[0])
 
 
 def test_import_errors_are_clear():
