@@ -347,3 +347,16 @@ def test_num_params_and_flops_with_untied_head():
     assert untied.num_params() - tied.num_params() == 29 * 32
     assert untied.num_params(exclude_embeddings=True) == tied.num_params(exclude_embeddings=True) + 29 * 32
     assert untied.flops_per_token() == tied.flops_per_token()  # the head's matmul is counted once either way
+
+
+def test_viz_block_qkv_gives_the_rotated_queries_and_keys_attention_used():
+    from minigpt.viz.stages import block_qkv, stages_from_qk
+
+    model = perturbed(GPTConfig(**SMALL, **GRID[5]))  # rotary, multi-query, qk-norm
+    idx = torch.randint(0, 29, (1, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        weights = model(idx, return_attn=True)[2][1]  # (1, n_head, T, T)
+    q, k, v = block_qkv(model, idx, layer=1)
+    assert q.shape == k.shape == v.shape == (1, 4, 12, 8)
+    for head in range(4):
+        torch.testing.assert_close(stages_from_qk(q[0, head], k[0, head]).weights, weights[0, head], atol=1e-5, rtol=0)
