@@ -329,6 +329,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
            + (" (this looks like a Hugging Face GPT-2 state dict: use from_hf_gpt2)" if looks_hf else "")
            + "; re-save both with save_checkpoint")
     _check_tensors(tensors, expected, str(weights_file), fix)
+    if untied_head is None and not config.tie_weights:
+        raise CheckpointError(f"{weights_file} has no {TIED_HEAD} but {cfg_file.name} says tie_weights=false: "
+                              f"the output head is missing. {fix}")
     if untied_head is not None:  # saved from a model whose head was untied
         _check_tensors({TIED_HEAD: untied_head}, {TIED_HEAD: model.lm_head.weight}, str(weights_file), fix)
         model.lm_head.weight = nn.Parameter(untied_head.clone())

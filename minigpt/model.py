@@ -1,7 +1,9 @@
-"""The GPT: embeddings, feed-forward network, pre-LayerNorm block, and the full decoder-only model.
+"""The GPT: embeddings, feed-forward network, pre-norm block, and the full decoder-only model.
 
 Parameter names follow GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn`` …) so that a
-Hugging Face GPT-2 state dict can be imported (see :mod:`minigpt.checkpoint`).
+Hugging Face GPT-2 state dict can be imported (see :mod:`minigpt.checkpoint`). The options of
+:class:`~minigpt.config.GPTConfig` turn the same modules into a Llama-style model (RMSNorm,
+rotary positions, SwiGLU, grouped-query attention, untied head; see :mod:`minigpt.importers`).
 """
 
 from __future__ import annotations
@@ -14,58 +16,88 @@ import torch.nn.functional as F
 
 from .attention import CausalSelfAttention, KVCache
 from .config import GPTConfig
+from .norms import make_norm
 from .objective import lm_loss
+from .rope import rope_cos_sin
+
+
+class ReLU2(nn.Module):
+    """Squared ReLU, max(0, x)² (Primer, So et al. 2021)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
 
 
 class FeedForward(nn.Module):
-    """Position-wise FFN: W₂·act(W₁x + b₁) + b₂, 4× wider inside (GPT-2's c_fc, c_proj)."""
+    """Position-wise FFN: W₂·act(W₁x + b₁) + b₂, 4× wider inside (GPT-2's c_fc, c_proj).
+
+    With ``activation="swiglu"`` (Llama) a gate joins in: W₂·(SiLU(W_g x) ⊙ W₁x), with
+    ``c_gate`` = W_g (Llama's gate_proj), ``c_fc`` = W₁ (up_proj), ``c_proj`` = W₂ (down_proj).
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.act = nn.GELU(approximate="tanh") if config.activation == "gelu" else nn.ReLU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.ffn_width
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.gated = config.activation == "swiglu"
+        if self.gated:
+            self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.act = {"gelu": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU, "relu2": ReLU2,
+                    "swiglu": nn.SiLU}[config.activation]()
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:  # (B, T, C) -> two (B, T, H), multiplied elementwise -> (B, T, C)
+            return self.dropout(self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x)))
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). The residual *adds*."""
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). The residual *adds*.
+
+    ``ln_1``/``ln_2`` are LayerNorms or RMSNorms (``config.norm``); the names stay GPT-2's.
+    """
 
     def __init__(self, config: GPTConfig, layer_idx: int = 0) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False,
-                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.ln_1(x), return_weights=return_weights, kv_cache=kv_cache)
+    def forward(self, x: torch.Tensor, return_weights: bool = False, kv_cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.ln_1(x), return_weights=return_weights, kv_cache=kv_cache, rope=rope)
         x = x + a  # (B, T, C): same shape in and out, so blocks stack
         x = x + self.mlp(self.ln_2(x))
         return x, weights
 
 
 class GPT(nn.Module):
-    """A GPT-2 style decoder-only transformer (no encoder, no cross-attention)."""
+    """A decoder-only transformer (no encoder, no cross-attention): GPT-2 by default.
+
+    With ``pos_emb="rope"`` there is no ``transformer.wpe``; with ``tie_weights=False``
+    ``lm_head`` has its own matrix.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embedding E
+        if config.pos_emb == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embedding P
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding E
-            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embedding P
+            **modules,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: the same matrix E
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying: the same matrix E
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/√(2·n_layer)
             if name.endswith("c_proj.weight"):
@@ -81,17 +113,22 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Number of parameters (the tied head counted once); optionally without wte and wpe."""
+        """Number of parameters (a tied head counted once); optionally without wte and wpe
+        (an untied ``lm_head`` is a matrix multiply and stays counted)."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
-            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+            n -= self.transformer.wte.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token: 6·N (forward + backward matmuls) + 12·n_layer·n_embd·T (attention)."""
         cfg = self.config
         t = cfg.block_size if seq_len is None else seq_len
-        n = self.num_params(exclude_embeddings=True) + cfg.vocab_size * cfg.n_embd  # head matmul counts
+        n = self.num_params(exclude_embeddings=True)
+        if cfg.tie_weights:
+            n += cfg.vocab_size * cfg.n_embd  # the tied head's matmul counts
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * t
 
     def _check_input(self, idx: torch.Tensor, start: int) -> None:
@@ -136,11 +173,10 @@ class GPT(nn.Module):
         self._check_input(idx, start)
         B, T = idx.shape
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C): E[w] + P[i]
-        x = self.transformer.drop(x)
+        x, rope = self.embed(idx, pos)
         attentions = []
         for block in self.transformer.h:
-            x, w = block(x, return_weights=return_attn, kv_cache=kv_cache)
+            x, w = block(x, return_weights=return_attn, kv_cache=kv_cache, rope=rope)
             if return_attn:
                 attentions.append(w)
         if kv_cache is not None:
@@ -153,6 +189,23 @@ class GPT(nn.Module):
         if return_attn:
             return logits, loss, attentions
         return logits, loss
+
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The first block's input for tokens idx (B, T) at absolute positions pos (T,), after
+        dropout, and the rotary (cos, sin) for those positions (None with learned positions)."""
+        x = self.transformer.wte(idx)  # (B, T, C): E[w]
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C): E[w] + P[i]
+        return self.transformer.drop(x), self.rotary(pos, x.dtype)
+
+    def rotary(self, pos: torch.Tensor, dtype: torch.dtype = torch.float32
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Rotary cos, sin (T, head_size) for absolute positions pos (T,); None with learned
+        positions. Rotary positions enter inside attention, by rotating q and k."""
+        if self.config.pos_emb != "rope":
+            return None
+        return rope_cos_sin(pos, self.config.head_size, self.config.rope_theta, dtype=dtype)
 
     def new_kv_cache(self, batch_size: int) -> KVCache:
         """An empty KV cache on this model's device and dtype."""

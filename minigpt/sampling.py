@@ -22,7 +22,9 @@ are skipped.
 The KV cache computes each position's keys and values once: the prompt is run once (prefill),
 then one token per step. GPT-2 style models have *learned absolute* position embeddings, so the
 cache cannot slide past ``block_size``: once the sequence is longer than the context, each step
-recomputes the last ``block_size`` tokens, exactly as uncached generation does. Cached and
+recomputes the last ``block_size`` tokens, exactly as uncached generation does. Rotary models
+(``pos_emb="rope"``) do the same: their cached keys are rotated by absolute positions, which a
+shifted window would renumber, so past the context the cache is dropped as well. Cached and
 uncached generation therefore give the same tokens; the cache only speeds up generation within
 the context window.
 """
@@ -192,7 +194,7 @@ class _NextLogits:
                 self.cache = self.model.new_kv_cache(B)
                 logits = self.model(idx, kv_cache=self.cache, last_only=True)[0]  # prefill the prompt
         else:
-            self.cache = None  # learned absolute positions: the cache cannot slide past block_size
+            self.cache = None  # the cache cannot slide past block_size (learned or rotary positions)
             logits = self.model(idx[:, -self.block_size:], last_only=True)[0]
         return logits[:, -1, :].float()  # (B, V)
 

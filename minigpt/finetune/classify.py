@@ -126,6 +126,9 @@ class GPTClassifier(nn.Module):
 
     def __init__(self, gpt: GPT, n_classes: int, pooling: str = "last", dropout: float = 0.0) -> None:
         super().__init__()
+        if "wpe" not in gpt.transformer:
+            raise ValueError("GPTClassifier needs a GPT with learned positions (pos_emb='learned'); "
+                             "rotary models are not supported for classification yet")
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         self.gpt, self.pooling = gpt, pooling

@@ -25,7 +25,8 @@ def block_qkv(model, idx: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch
     """The queries, keys and values of every head of ``layer``: each (B, n_head, T, head_size).
 
     Read with a hook on the layer's attention module (its input is the block's ``ln_1(x)``),
-    in eval mode; the model is not changed.
+    in eval mode; the model is not changed. Rotary models give the rotated q and k (the ones
+    the scores are made of); grouped-query models repeat each shared key/value head.
     """
     idx = torch.as_tensor(idx, dtype=torch.long)
     idx = idx[None] if idx.dim() == 1 else idx
@@ -41,11 +42,10 @@ def block_qkv(model, idx: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch
     finally:
         handle.remove()
     x = seen["x"]
-    B, T, C = x.shape
-    hs = C // attn.n_head
-    q, k, v = attn.c_attn(x).split(attn.n_embd, dim=2)
-    split = lambda t: t.view(B, T, attn.n_head, hs).transpose(1, 2).float().cpu()  # noqa: E731
-    return split(q), split(k), split(v)
+    q, k, v = attn.project(x, model.rotary(torch.arange(x.size(1), device=x.device), x.dtype))  # keys and values: (B, n_kv_head, T, hs)
+    group = attn.n_head // attn.n_kv_head  # grouped-query attention: repeat each shared head
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return q.float().cpu(), k.float().cpu(), v.float().cpu()
 
 
 @dataclass
