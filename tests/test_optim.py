@@ -134,3 +134,15 @@ def test_muon_training_resumes_bit_for_bit(corpus, tmp_path):
     assert all(changed)  # the second half moved every tensor
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_grouped_query_splits_and_muon_set():
+    """With 4 query heads sharing 1 key/value head, c_attn holds 32 query rows and 8 + 8 key/value rows."""
+    model = build_model(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=4, n_kv_head=1,
+                                               n_embd=32, activation="swiglu", tie_weights=False), seed=0)
+    assert list(qkv_splits(model).values()) == [[32, 8, 8]]
+    assert sorted(muon_param_names(model)) == sorted(
+        f"transformer.h.0.{m}.weight" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_gate", "mlp.c_proj"))
+    opt = configure_optimizer(model, TrainConfig(optimizer="muon"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert "lm_head.weight" in {names[id(p)] for p in opt.optimizers[1].param_groups[0]["params"]}  # AdamW, decayed
