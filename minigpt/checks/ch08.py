@@ -109,7 +109,7 @@ def check_previous_token_head(answer, weights: torch.Tensor) -> None:
             for planted in heads[:2]:
                 w = _planted(n, L, H, T, planted, heads[2])
                 _check_head(_call(fn, w.clone(), what="your previous_token_head"), w.mean(0))
-            passed("previous_token_head finds the planted previous-token head")
+            passed("previous_token_head finds the planted previous-token head (and not the first-token sink)")
             return
         weights = torch.as_tensor(weights, dtype=torch.float64)
         answer = _call(fn, weights[None].clone(), what="your previous_token_head")
@@ -141,7 +141,7 @@ def _check_head(answer, weights) -> None:
     s = previous_token_score(w)
     best = divmod(int(s.argmax()), H)
     if (layer, head) == best:
-        passed(f"layer {layer}, head {head} is the previous-token head (score {s[layer, head].item():.2f})")
+        passed(f"layer {layer}, head {head} has the highest previous-token score ({s[layer, head].item():.2f})")
         return
     if (head, layer) == best:
         fail(f"close: you swapped them — the answer is (layer, head) = {best}, not (head, layer)")

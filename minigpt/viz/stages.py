@@ -94,23 +94,30 @@ def attention_stages(model, text, tokenizer=None, *, layer: int = 0, head: int =
 def plot_attention_stages(st: AttentionStages, *, annotate: bool | None = None):
     """Four heatmaps: QKᵀ, scaled, masked (future cells drawn as "masked", not as 0), softmax.
 
-    The first three share one diverging colour scale (the scores are any real number); the last is
-    on the 0–1 scale of probabilities. Returns the figure.
+    A 2 × 2 grid, so that the figure stays about 11 inches (≈ 900 px at 80 dpi) wide. Each of the
+    first three panels has its own diverging colour scale, symmetric around 0 (the scores are any
+    real number, and scaling by 1/√d_k shrinks them: on one shared scale the later panels look
+    blank); the last is on the 0–1 scale of probabilities. Returns the figure.
     """
     T = len(st.tokens)
     annotate = T <= 10 if annotate is None else annotate
-    lim = float(st.scores.abs().max()) or 1.0
-    w, h = heatmap_figsize(T, T, cell=0.38, extra=(1.8, 1.6), max_size=6.0)
-    fig, axes = plt.subplots(1, 4, figsize=(min(4 * w, 22.0), h))
+    w, h = heatmap_figsize(T, T, cell=0.38, extra=(1.8, 1.6), max_size=5.6)
+    fig, axes = plt.subplots(2, 2, figsize=(2 * w, 2 * h))
+    axes = axes.ravel()
     panels = [(st.scores, "1. raw scores QKᵀ", False),
               (st.scaled, f"2. scaled by 1/√d_k = 1/√{st.d_k}", False),
               (st.masked, "3. causal mask: future = −∞", True)]
     for ax, (m, title, masked) in zip(axes[:3], panels):
-        draw_matrix(ax, m, st.tokens, vmin=-lim, vmax=lim, cmap="RdBu_r", masked_upper=masked,
+        m = torch.as_tensor(m)
+        finite = m[torch.isfinite(m)]
+        lim = float(finite.abs().max()) if finite.numel() else 1.0
+        draw_matrix(ax, m, st.tokens, vmin=-(lim or 1.0), vmax=lim or 1.0, cmap="RdBu_r", masked_upper=masked,
                     cbar_label="score", annotate=annotate, fmt="{:.1f}", title=title)
     draw_matrix(axes[3], st.weights, st.tokens, annotate=annotate, title="4. softmax: rows sum to 1")
-    for ax in axes[1:]:
+    for ax in axes[[1, 3]]:
         ax.set_ylabel("")
+    for ax in axes[:2]:
+        ax.set_xlabel("")
     fig.suptitle(f"Layer {st.layer}, head {st.head}: the attention formula stage by stage")
     fig.tight_layout()
     return fig
