@@ -22,10 +22,12 @@ from minigpt.assignments.deps import cell_names, needed_cells  # noqa: E402
 from minigpt.assignments.markers import cell_source, check_suffix, split_hidden, stub_solutions  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-CHAPTERS = sorted(p for p in NOTEBOOKS.glob("0[1-9]_*.ipynb") if find_exercises(nbformat.read(p, 4).cells))
+# 00b_pytorch_primer holds chapter 00's exercises (00_setup has none), so a letter may follow the number
+CHAPTERS = sorted(p for p in NOTEBOOKS.glob("0[0-9]*_*.ipynb") if find_exercises(nbformat.read(p, 4).cells))
 
 # One real mistake per chapter: (exercise, text in the solution, replacement).
 PLANTED = {
+    "00": ("00.2", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1)", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1).sqrt()"),
     "01": ("01.5", "wte[idx] + wpe[torch.arange(T)]", "wte[idx]"),
     "02": ("02.1", "scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)", "scores = q @ k.transpose(-2, -1)"),
     "03": ("03.3", "unbiased=False", "unbiased=True"),
@@ -53,7 +55,7 @@ def _write(nb, path: Path) -> Path:
 # --- markers -------------------------------------------------------------------------------
 
 def test_every_chapter_with_exercises_has_them_marked_and_hidden_tests():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(1, 9)]
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(0, 9)]
     for path in CHAPTERS:
         nb = _read(path)
         for ex in find_exercises(nb.cells):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.checks import CheckFailed, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, hidden_inputs
+from minigpt.checks import CheckFailed, ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, hidden_inputs
 
 OFFSETS = (101, 7919, 123_457, 9_999_991, 31_337)
 
@@ -123,7 +123,20 @@ def _rollout(w):
     return r
 
 
+def _layer_output(model, name, x):
+    seen = []
+    handle = model.get_submodule(name).register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 HONEST = {
+    ch00.check_softplus_grad: lambda x: torch.sigmoid(x),
+    ch00.check_pairwise_sq_dists: lambda A, B: ((A[:, None, :] - B[None, :, :]) ** 2).sum(-1),
+    ch00.check_layer_output: _layer_output,
     ch01.check_vocab: lambda t: ({c: i for i, c in enumerate(sorted(set(t)))}, sorted(set(t))),
     ch01.check_pair_counts: lambda ids: Counter(zip(ids, ids[1:])),
     ch01.check_merge: _merge,
@@ -288,7 +301,7 @@ def test_lora_scale_mistakes_fail_every_hidden_run():
                 ch06.check_lora_forward(wrong)
 
 
-@pytest.mark.parametrize("module", ["test_checks_ch01_04", "test_checks_ch05_07"])
+@pytest.mark.parametrize("module", ["test_checks_ch00", "test_checks_ch01_04", "test_checks_ch05_07"])
 def test_every_listed_mistake_is_named_on_hidden_inputs_too(module):
     """The mistake tests of ``tests/test_checks_*.py`` (each mistake, its specific message), replayed
     with hidden sizes and values (printing left on, so their ✅ assertions still hold)."""

@@ -48,7 +48,9 @@ from .markers import (
 from .sandbox import Limits, Worker, WorkerLost, sandbox_description
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-_CHAPTER_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_-]+\.ipynb$")
+# ``02_attention.ipynb`` is chapter 02; a letter after the number (``00b_pytorch_primer.ipynb``)
+# marks a notebook that shares its chapter's exercise ids (``00.1``) with one that has none.
+_CHAPTER_FILE = re.compile(r"^(\d\d)[a-z]?_[A-Za-z0-9_-]+\.ipynb$")
 
 
 @dataclass
@@ -134,6 +136,15 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _has_exercises(path: Path) -> bool:
+    import nbformat
+
+    try:
+        return bool(find_exercises(nbformat.read(path, as_version=4).cells))
+    except (OSError, ValueError, AssignmentError):
+        return False
+
+
 def find_source(submission_nb, submission: Path, source: str | Path | None = None,
                 source_dir: str | Path | None = None) -> Path:
     """The solution notebook (the answer key) for a submission: ``source`` if the instructor gave
@@ -153,7 +164,11 @@ def find_source(submission_nb, submission: Path, source: str | Path | None = Non
             if c.cell_type == "code" and (h := lenient_header(cell_source(c))):
                 chapters.add(h[0].split(".")[0])
     if len(chapters) == 1:
-        matches = sorted(folder.glob(f"{chapters.pop()}_*.ipynb"))
+        chapter = chapters.pop()
+        matches = [p for p in sorted(folder.glob(f"{chapter}*_*.ipynb"))
+                   if (m := _CHAPTER_FILE.match(p.name)) and m[1] == chapter]
+        if len(matches) > 1:  # 00_setup has no exercises; 00b_pytorch_primer holds chapter 00's
+            matches = [p for p in matches if _has_exercises(p)]
         if len(matches) == 1:
             return matches[0]
     raise AssignmentError(f"cannot tell which solution notebook grades {submission}: pass --source "
