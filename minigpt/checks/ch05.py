@@ -114,9 +114,9 @@ def check_lr_schedule(fn: Callable) -> None:
 
 
 # Weights after three AdamW steps, answer vs reference: float32 sums in another process (the
-# grader's worker) or thread count differ by up to ~1.1e-6 (measured); the mistakes below differ
-# by 1e-3 or more.
-_STEP_TOL = 1e-5
+# grader's worker) or thread count differ by ~1.1e-6 typically and once by 1.17e-5 (a CI run,
+# 2026-11-30, on a hidden case with a small clip); the mistakes below differ by 1e-3 or more.
+_STEP_TOL = 5e-5
 
 
 def _toy(seed: int = 5) -> GPT:
