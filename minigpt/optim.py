@@ -193,7 +193,3 @@ def set_lr(optimizer: torch.optim.Optimizer | MuonAdamW, lr: float) -> None:
     """Set every group's learning rate to ``lr`` times its ``lr_scale`` (1 when absent)."""
     for g in optimizer.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
-
-
-def parameters_of(optimizer: torch.optim.Optimizer | MuonAdamW) -> Iterable[torch.Tensor]:
-    return [p for g in optimizer.param_groups for p in g["params"]]
