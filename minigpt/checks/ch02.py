@@ -11,12 +11,14 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "CheckFailed"]
+__all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head",
+           "check_padded_causal_attention", "CheckFailed"]
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
@@ -272,3 +274,95 @@ def check_multi_head(fn: Callable) -> None:
         fail(f"your output differs from CausalSelfAttention (largest difference {worst:.3g}): "
              "split c_attn(x) into q, k, v; split each into heads; attention with the causal mask; "
              "merge the heads; apply c_proj")
+
+
+def _left_padded_cases(hidden: bool) -> list[tuple[int, int, int, int, int, list[int]]]:
+    """(B, H, T, d_k, d_v, lengths): visible, one batch with a full row; hidden, other sizes, each
+    batch with a full-length row and a length-1 row among random lengths."""
+    if not hidden:
+        return [(3, 2, 7, 8, 5, [5, 2, 7])]
+    r = draw(13)
+    cases = []
+    for T in (r.randint(3, 9), r.randint(10, 16)):
+        B = r.randint(3, 5)
+        lengths = [T, 1] + [r.randint(1, T) for _ in range(B - 2)]
+        r.shuffle(lengths)
+        d_k = r.choice([4, 12, 16])
+        cases.append((B, r.choice([1, 3, 4]), T, d_k, r.choice([v for v in (3, 6, 10) if v != d_k]), lengths))
+    return cases
+
+
+def check_padded_causal_attention(fn: Callable) -> None:
+    """Check ``fn(q, k, v, lengths)``: causal attention over a LEFT-padded batch.
+
+    q, k (B, H, T, d_k), v (B, H, T, d_v); row b's real tokens are its last ``lengths[b]``
+    positions, the first ``T - lengths[b]`` are padding. On every real query the output must equal
+    PyTorch's ``F.scaled_dot_product_attention`` with the boolean mask causal AND key-is-real
+    (B, 1, T, T); on padded queries any finite value is accepted (nothing reads them), NaN is not.
+    """
+    g = torch.Generator().manual_seed(seeded(13))
+    for B, H, T, d_k, d_v, lens in _left_padded_cases(is_hidden()):
+        q = torch.randn(B, H, T, d_k, generator=g) * 1.5
+        k = torch.randn(B, H, T, d_k, generator=g) * 1.5
+        v = torch.randn(B, H, T, d_v, generator=g)
+        lengths = torch.tensor(lens)
+        pos = torch.arange(T)
+        real = pos[None, :] >= T - lengths[:, None]           # (B, T): True at real tokens
+        causal = causal_mask(T)                                # (T, T)
+        mask = causal & real[:, None, None, :]                 # (B, 1, T, T): keys that are real and not in the future
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y, _ = _first(_call(fn, q.clone(), k.clone(), v.clone(), lengths.clone(),
+                            what="your padded attention function"))
+        y = _tensor(y, "the attention output")
+        if y.shape != ref.shape:
+            fail(f"your output has shape {tuple(y.shape)}, expected {tuple(ref.shape)} = (B, H, T, d_v)")
+        rows = real[:, None, :, None]                          # real queries, broadcast over heads and channels
+
+        def on_real(t: torch.Tensor) -> torch.Tensor:          # pad-query rows set to 0 (even where NaN)
+            return torch.where(rows, t, torch.zeros(()))
+
+        def same(a: torch.Tensor) -> bool:
+            return _same(on_real(y), on_real(a))
+
+        if same(ref):
+            if not torch.isfinite(y).all():
+                fail("your real queries are right, but the rows of padded queries contain NaN or inf: a pad "
+                     "at the start of a row may attend to nothing (every key is padding or in its future), and "
+                     "the softmax of a row of -inf is 0/0. Real code never reads those rows (their targets are "
+                     "ignored by the loss), but NaN must not appear: in the next layer a pad's NaN value meets "
+                     "weight 0, and 0·NaN = NaN spreads to the real tokens. Let every query attend at least to "
+                     "itself: mask | torch.eye(T, dtype=torch.bool)")
+            continue
+        s = q @ k.transpose(-2, -1) / math.sqrt(d_k)
+        right = causal & (pos[None, :] < lengths[:, None])[:, None, None, :]
+        if same(attention(q, k, v, causal)[0]):
+            if torch.isnan(y).any():
+                fail("you masked the padded QUERIES (a whole row) instead of the padded KEYS (a column): a pad "
+                     "must get no weight from anyone, so the key-padding mask goes on the last axis: "
+                     "mask[b, :, i, j] is False when key j is a pad, shape (B, 1, 1, T)")
+            fail("your real queries attend to the pads at the start of their row: the causal mask alone does not "
+                 "hide LEFT padding, because those pads are in every real token's past. Combine the causal mask "
+                 "with a key-padding mask (key j is real when j >= T - lengths[b]), on the key axis (the last)")
+        variants = [
+            (attention(q, k, v, right)[0],
+             "your mask treats the batch as RIGHT-padded (real keys j < lengths[b]); here the padding is on the "
+             "left: the real tokens are the LAST lengths[b] positions, j >= T - lengths[b]"),
+            (attention(q, k, v, real[:, None, None, :])[0],
+             "you forgot the causal part: with only the key-padding mask, a real token sees the later tokens of "
+             "its row. Combine both masks with & (logical and)"),
+            (torch.softmax(s.masked_fill(~mask, 0.0), -1) @ v,
+             "you filled the masked scores with 0 instead of -inf: e⁰ = 1, so weight leaks to the pads and to the "
+             "future. Use masked_fill(~mask, float('-inf'))"),
+            (attention(q, k, v)[0],
+             "nothing is masked: combine the causal mask with the key-padding mask and apply it before the softmax"),
+            ((torch.softmax(s, -1) * mask) @ v,
+             "you applied the mask after the softmax (zeroing weights), so the rows no longer sum to 1; "
+             "mask the scores with -inf before the softmax instead"),
+        ]
+        for variant, message in variants:
+            if same(variant):
+                fail(message)
+        worst = (on_real(y).double() - on_real(ref).double()).abs().max().item()
+        fail(f"your output on the real queries differs from F.scaled_dot_product_attention with the mask "
+             f"causal & key-is-real (largest difference {worst:.3g})")
+    passed("padded causal attention matches PyTorch's scaled_dot_product_attention on every real query")
