@@ -215,10 +215,10 @@ def test_a_crash_a_timeout_or_a_dead_kernel_costs_only_that_exercise(tmp_path):
     })
     rep = grade(sub, timeout=10)
     status = {r.id: r.status for r in rep.results}
-    assert status == {"02.1": "failed", "02.2": "timeout", "02.3": "error", "02.4": "passed"}, rep.table()
+    assert status == {"02.1": "failed", "02.2": "timeout", "02.3": "error", "02.4": "passed", "02.5": "passed"}, rep.table()
     assert "ZeroDivisionError" in rep.results[0].message
     assert any("exited (status 1)" in n for n in rep.notes), rep.notes
-    assert [r.points for r in rep.results] == [0, 0, 0, 1]
+    assert [r.points for r in rep.results] == [0, 0, 0, 1, 1]
 
 
 def test_exercises_are_found_by_id_when_cells_are_moved_added_or_missing(tmp_path):
@@ -228,12 +228,13 @@ def test_exercises_are_found_by_id_when_cells_are_moved_added_or_missing(tmp_pat
     helper = nbformat.v4.new_code_cell("def my_helper(T):\n    return torch.ones(T, T, dtype=torch.bool).tril()")
     ex["02.2"].source = cell_source(ex["02.2"]).replace(
         "return torch.tril(torch.ones(T, T, dtype=torch.bool))", "return my_helper(T)")
-    nb.cells = others + [ex["02.4"], helper, ex["02.2"], nbformat.v4.new_code_cell("scratch = 1 / 0"), ex["02.1"]]
+    nb.cells = others + [ex["02.4"], helper, ex["02.2"], nbformat.v4.new_code_cell("scratch = 1 / 0"), ex["02.1"], ex["02.5"]]
     rep = grade(_write(nb, tmp_path / "moved.ipynb"), source=NOTEBOOKS / "02_attention.ipynb")
     status = {r.id: r.status for r in rep.results}
     # graded in the solution's order, the helper cell before the exercise that follows it;
     # 02.3 was deleted: it scores nothing, but 02.4 (which calls split_heads) gets its reference
-    assert status == {"02.1": "passed", "02.2": "passed", "02.3": "missing", "02.4": "passed"}, rep.table()
+    assert status == {"02.1": "passed", "02.2": "passed", "02.3": "missing", "02.4": "passed",
+                      "02.5": "passed"}, rep.table()
 
 
 def test_an_answer_tuned_to_the_visible_inputs_fails_the_hidden_tests(tmp_path):
@@ -249,7 +250,7 @@ def test_an_answer_tuned_to_the_visible_inputs_fails_the_hidden_tests(tmp_path):
     rep = grade(sub)
     (r,) = [r for r in rep.results if r.id == "02.1"]
     assert r.status == "failed", rep.table()
-    assert [x.status for x in rep.results[1:]] == ["passed"] * 3
+    assert [x.status for x in rep.results[1:]] == ["passed"] * 4
 
 
 def test_cli_release_and_grade_write_a_table_and_csv(tmp_path, capsys):
