@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minigpt import Block
 from minigpt.checks import CheckFailed, ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, hidden_inputs
 
 OFFSETS = (101, 7919, 123_457, 9_999_991, 31_337)
@@ -61,6 +62,25 @@ def _param_count(cfg):
     V, Tm, L, C = cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd
     b = 1 if cfg.bias else 0
     return V * C + Tm * C + L * (12 * C * C + b * 9 * C + 2 * (C + b * C)) + (C + b * C)
+
+
+class _MyGPT(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        nn = torch.nn
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd), wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout), h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+            ln_f=nn.LayerNorm(cfg.n_embd)))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, idx):
+        tf = self.transformer
+        x = tf.drop(tf.wte(idx) + tf.wpe(torch.arange(idx.shape[1])))
+        for block in tf.h:
+            x = block(x)[0]
+        return self.lm_head(tf.ln_f(x))
 
 
 def _seq_logprob(model, ids):
@@ -160,6 +180,8 @@ HONEST = {
     / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) + b,
     ch03.check_block: lambda x, blk: (lambda h: h + blk.mlp(blk.ln_2(h)))(x + blk.attn(blk.ln_1(x))[0]),
     ch03.check_param_count: _param_count,
+    ch03.check_gpt_module: ch03.build_and_run(_MyGPT),  # how the grader reaches a class in the student's kernel
+    ch03.check_post_ln_block: lambda x, blk: (lambda h: blk.ln_2(h + blk.mlp(h)))(blk.ln_1(x + blk.attn(x)[0])),
     ch04.check_sequence_logprob: _seq_logprob,
     ch04.check_shift: lambda ids: (ids[:, :-1], ids[:, 1:]),
     ch04.check_cross_entropy: lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t[..., None]).mean(),

@@ -17,7 +17,8 @@ from ..config import GPTConfig
 from ..model import GPT, Block, FeedForward
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "CheckFailed"]
+__all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "check_gpt_module",
+           "check_post_ln_block", "build_and_run", "post_ln_reference", "CheckFailed"]
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
@@ -300,3 +301,255 @@ def check_param_count(fn: Callable) -> None:
              "ln_1, attention (c_attn: C×3C + 3C, c_proj: C×C + C), ln_2, FFN (c_fc: C×4C + 4C, "
              "c_proj: 4C×C + C); plus wte, wpe and ln_f")
     passed("parameter count matches GPT.num_params() for three configurations")
+
+
+# ---------------------------------------------------------------- 03.6 the GPT as your own nn.Module
+
+_TRANSFORMER_NAMES = ("transformer.wte", "transformer.wpe", "transformer.drop", "transformer.h", "transformer.ln_f",
+                      "lm_head")
+
+
+def build_and_run(cls: type) -> Callable:
+    """Wrap a learner's GPT class as a function ``run(cfg, weights, idx) -> report`` for
+    :func:`check_gpt_module`.
+
+    ``run`` builds ``cls(cfg)``, loads ``weights`` (``(name, tensor)`` pairs of a
+    :class:`minigpt.GPT`'s state dict) into it, and returns plain data: the eval-mode logits for
+    ``idx``, whether the head's weight *is* the token embedding's, the parameter names ``cls`` lacks
+    and those it has beyond GPT's, and the class of every submodule. In the grader the class lives in the
+    student's kernel and the check sees only such data, so the hidden tests pass
+    ``build_and_run(MyGPT)``; in the notebook the check wraps a class itself.
+    """
+
+    def run(cfg: GPTConfig, weights: list, idx: torch.Tensor) -> dict:
+        model = cls(cfg)
+        if not isinstance(model, torch.nn.Module):
+            return {"not_module": type(model).__name__}
+        state = model.state_dict(keep_vars=True)
+        head, wte = state.get("lm_head.weight"), state.get("transformer.wte.weight")
+        tied = head is not None and head is wte
+        extra, lacks = model.load_state_dict(dict(weights), strict=False)  # (missing, unexpected) keys
+        model.eval()
+        with torch.no_grad():
+            out = model(idx)
+        if isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        return {"logits": out, "tied": tied, "lacks": list(lacks), "extra": list(extra),
+                "modules": {n: type(m).__name__ for n, m in model.named_modules()},
+                "bases": [f"{c.__module__}.{c.__qualname__}" for c in type(model).__mro__]}
+
+    run.__name__ = f"build_and_run({getattr(cls, '__name__', 'cls')})"
+    return run
+
+
+def _gpt_configs() -> list[tuple[GPTConfig, int, int]]:
+    """(config, batch, T) for check_gpt_module; hidden: other depths, widths, heads, contexts."""
+    if not is_hidden():
+        return [(GPTConfig(vocab_size=20, block_size=12, n_layer=2, n_head=2, n_embd=16), 2, 7)]
+    r = draw(23)
+    out = []
+    for _ in range(2):
+        nh = r.choice([1, 2, 3, 4])
+        bs = r.randint(4, 24)
+        cfg = GPTConfig(vocab_size=r.randint(5, 90), block_size=bs, n_layer=r.randint(1, 3), n_head=nh,
+                        n_embd=nh * r.choice([4, 6, 8]), dropout=r.choice([0.0, 0.1, 0.2]))
+        out.append((cfg, r.randint(1, 3), r.choice([1, bs - 1, r.randint(1, bs - 1)])))
+    return out
+
+
+def _module_hint(e: Exception) -> str:
+    s = str(e)
+    if "tuple" in s:
+        return " — a Block returns (x, weights): take x = block(x)[0]"
+    if "index out of range" in s.lower():
+        return (" — position ids run 0 … T-1 (torch.arange(T)); transformer.wpe has block_size rows, "
+                "transformer.wte has vocab_size rows")
+    return ""
+
+
+@forbids('minigpt.model.GPT.__init__', 'minigpt.model.GPT.forward', 'minigpt.model.GPT.embed')
+def check_gpt_module(fn: Callable) -> None:
+    """Check a learner's GPT class, ``MyGPT(cfg)`` with ``forward(idx) -> logits``, against
+    :class:`minigpt.GPT`: the same parameter names (``minigpt.GPT``'s state dict loads into it), a
+    head tied to the token embedding (the same ``Parameter``), and the same eval-mode logits.
+
+    ``fn`` is the class, or :func:`build_and_run` of it (how the grader reaches it).
+    """
+    run = build_and_run(fn) if isinstance(fn, type) else fn
+    for cfg, B, T in _gpt_configs():
+        where = f"(n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, block_size={cfg.block_size}, T={T})"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeded(23))
+            ref = GPT(cfg).eval()
+            with torch.no_grad():  # larger, varied weights, so that every missing piece shows in the logits
+                for name, p in ref.named_parameters():
+                    p.normal_(0.0, 1.0 if name.startswith(("transformer.wte", "transformer.wpe")) else 0.4)
+                    if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                        p.add_(1.0)  # LayerNorm scales around 1
+            idx = torch.randint(0, cfg.vocab_size, (B, T))
+        tf = ref.transformer
+        with torch.no_grad():
+            want = ref(idx)[0]
+            weights = [(k, v.clone()) for k, v in ref.state_dict().items()]
+        got = _call(run, cfg, weights, idx.clone(), what="your MyGPT", hint=_module_hint)
+        if not isinstance(got, dict) or ("logits" not in got and "not_module" not in got):
+            fail("pass the class itself to the check: ch03.check_gpt_module(MyGPT)")
+        if "not_module" in got:
+            fail(f"MyGPT(cfg) built a {got['not_module']}, not an nn.Module: write class MyGPT(nn.Module)")
+        if "minigpt.model.GPT" in got.get("bases", []):
+            fail("MyGPT inherits from minigpt.GPT; build it from nn.Module, Block and nn.Embedding yourself")
+        lacks, extra = list(got.get("lacks", [])), list(got.get("extra", []))
+        if lacks or extra:
+            names = (f"your parameter names differ from minigpt.GPT's, so its weights cannot load: your model "
+                     f"lacks {lacks[:4]} and has {extra[:4]} besides. Name the modules {', '.join(_TRANSFORMER_NAMES)} "
+                     "(self.transformer an nn.ModuleDict, transformer.h an nn.ModuleList of Block(cfg))")
+            if "transformer.wte.weight" in lacks or "transformer.h.0.ln_1.weight" in lacks:
+                fail(names)
+            if "transformer.wpe.weight" in lacks:
+                fail("your model has no transformer.wpe: a GPT adds a learned position embedding P[i] "
+                     "(nn.Embedding(block_size, n_embd)) to the token embedding E[w]")
+            if any(k.startswith("transformer.ln_f.") for k in lacks):
+                fail("your model has no final LayerNorm transformer.ln_f: the stream is normalized once more "
+                     "after the last block, before the head")
+            if "lm_head.weight" in lacks:
+                fail("your model has no lm_head: make it nn.Linear(n_embd, vocab_size, bias=False), with its "
+                     "weight set to the token embedding's (weight tying)")
+            if "lm_head.bias" in extra:
+                fail("lm_head has a bias; GPT-2's head has none: nn.Linear(n_embd, vocab_size, bias=False)")
+            fail(names)
+        if not got.get("tied"):
+            fail("the head is not tied: lm_head.weight must be the same Parameter as transformer.wte.weight "
+                 "(assign one to the other in __init__). Equal values are not enough: training would move "
+                 "them apart, and the model would count the V×C matrix twice")
+        if got.get("modules", {}).get("transformer.drop") != "Dropout":
+            fail("transformer.drop should be an nn.Dropout(cfg.dropout), applied to E[w] + P[i]")
+        out = _tensor(got["logits"], "the output of forward")
+        V = cfg.vocab_size
+        if out.shape == (B, T, cfg.n_embd) and cfg.n_embd != V:
+            fail(f"{where} forward returned shape {tuple(out.shape)}, the final vectors: apply the head, "
+                 "lm_head(ln_f(x)), to get one logit per vocabulary entry")
+        if out.shape != (B, T, V):
+            fail(f"{where} forward returned shape {tuple(out.shape)}, expected (B, T, vocab_size) = {(B, T, V)}")
+        if _same(out, want, 1e-4):
+            continue
+        with torch.no_grad():
+            def head(x, blocks=True, ln=True):
+                if blocks:
+                    for blk in tf.h:
+                        x = blk(x)[0]
+                return ref.lm_head(tf.ln_f(x) if ln else x)
+
+            pos = torch.arange(T)
+            E, P = tf.wte(idx), tf.wpe
+            candidates = [
+                (head(E), "you forgot the position embeddings: the blocks' input is E[w] + P[i], "
+                          "with P = transformer.wpe"),
+                (head(E + P(pos), ln=False), "you forgot the final LayerNorm: logits = lm_head(ln_f(x)) after the "
+                                             "last block"),
+                (head(E + P(pos + 1)) if T < cfg.block_size else None,
+                 "your positions do not start at 0: the first token of idx is at position 0, so P[i] for "
+                 "i = torch.arange(T)"),
+                (head(E + P(pos + cfg.block_size - T)) if 0 < cfg.block_size - T != 1 else None,
+                 "your positions do not start at 0: the first token of idx is at position 0 (not "
+                 "block_size - T), so P[i] for i = torch.arange(T)"),
+                (torch.softmax(want, -1), "forward applied softmax: return the raw logits; the loss (chapter 04) "
+                                          "and sampling (chapter 07) turn them into probabilities themselves"),
+                (torch.log_softmax(want, -1), "forward applied log_softmax: return the raw logits; the loss "
+                                              "(chapter 04) applies log-softmax itself"),
+                (head(math.sqrt(cfg.n_embd) * E + P(pos)),
+                 "you scaled the token embedding by √n_embd (the original Transformer does this; GPT-2 "
+                 "does not): the input is E[w] + P[i]"),
+                (head(E + P(pos), blocks=False), "the blocks were skipped: run x through every block of "
+                                                 "transformer.h, in order"),
+            ]
+        _first_failure(out, want, candidates, f"{where} your logits differ from minigpt.GPT's", atol=1e-4)
+    passed("MyGPT loads minigpt.GPT's weights and gives its logits; the head is tied")
+
+
+# ---------------------------------------------------------------- 03.7 the post-LN block
+
+def post_ln_reference(block: Block) -> torch.nn.TransformerEncoderLayer:
+    """PyTorch's own post-LN encoder layer (``norm_first=False``) holding ``block``'s weights.
+
+    The activation is passed as a plain function: given an ``nn.GELU`` *module*, the layer's
+    inference fast path (taken under ``no_grad``) runs the exact GELU whatever its ``approximate``
+    setting, while ``minigpt`` uses the tanh form. Call it with a causal mask.
+    """
+    C = block.ln_1.normalized_shape[0]
+    layer = torch.nn.TransformerEncoderLayer(C, block.attn.n_head, dim_feedforward=4 * C, dropout=0.0,
+                                             activation=_gelu_tanh, batch_first=True, norm_first=False,
+                                             layer_norm_eps=block.ln_1.eps).eval()
+    a, m = block.attn, block.mlp
+    with torch.no_grad():
+        layer.self_attn.in_proj_weight.copy_(a.c_attn.weight)  # (3C, C): Q, K, V stacked, heads contiguous
+        layer.self_attn.in_proj_bias.copy_(a.c_attn.bias)
+        layer.self_attn.out_proj.load_state_dict(a.c_proj.state_dict())
+        layer.linear1.load_state_dict(m.c_fc.state_dict())
+        layer.linear2.load_state_dict(m.c_proj.state_dict())
+        layer.norm1.load_state_dict(block.ln_1.state_dict())
+        layer.norm2.load_state_dict(block.ln_2.state_dict())
+    return layer
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+@forbids('minigpt.model.Block.forward', 'torch.nn.modules.transformer.TransformerEncoderLayer.__init__',
+         'torch.nn.modules.transformer.TransformerEncoderLayer.forward')
+def check_post_ln_block(fn: Callable) -> None:
+    """Check ``fn(x, block)``: the post-LN block of the original Transformer, x = ln_1(x + attn(x)),
+    then x = ln_2(x + mlp(x)), from ``block``'s sub-modules; compared with PyTorch's
+    ``nn.TransformerEncoderLayer(norm_first=False)`` holding the same weights, with a causal mask."""
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    B, T = 2, 6
+    if is_hidden():
+        r = draw(29)
+        nh = r.choice([1, 3, 4])
+        cfg = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=nh, n_embd=nh * r.choice([6, 8]))
+        B, T = r.randint(1, 3), r.choice([1, 16, r.randint(2, 15)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeded(29))
+        block = Block(cfg).eval()
+        with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
+            for p in block.parameters():
+                p.normal_(0.0, 0.4)
+        x = torch.randn(B, T, cfg.n_embd) * 2
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(T)  # -inf above the diagonal
+    with torch.no_grad():
+        ref = post_ln_reference(block)(x, src_mask=mask, is_causal=True)
+        got = _call(fn, x.clone(), block, what="your post-LN block", hint=_attn_hint)
+        if isinstance(got, (tuple, list)):
+            got = got[0]
+        got = _tensor(got, "the block output")
+        if _same(got, ref, 1e-4):
+            passed("post-LN block matches torch.nn.TransformerEncoderLayer(norm_first=False)")
+            return
+        if got.shape != ref.shape:
+            fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}: each sub-layer's "
+                 "output is added to its input (same width), then normalized")
+        att = lambda h: block.attn(h)[0]  # noqa: E731
+        ln1, ln2, mlp = block.ln_1, block.ln_2, block.mlp
+        h1 = ln1(x + att(x))
+        pre1 = x + att(ln1(x))
+        _first_failure(got, ref, [
+            (pre1 + mlp(ln2(pre1)), "that is the pre-LN block of GPT-2 (exercise 03.4), x + f(LN(x)); the "
+                                    "post-LN block normalizes after the residual addition: LN(x + f(x))"),
+            (x + att(x) + mlp(x + att(x)), "there is no LayerNorm at all: each sub-layer is followed by one, "
+                                           "x = ln_1(x + attn(x)), then x = ln_2(x + mlp(x))"),
+            (h1 + mlp(h1), "you left out the second LayerNorm: after the FFN's residual addition comes ln_2, "
+                           "x = ln_2(x + mlp(x))"),
+            (ln2(x + att(x) + mlp(x + att(x))), "you left out the first LayerNorm: x = ln_1(x + attn(x)) "
+                                                "before the FFN reads x"),
+            ((lambda h: h + ln2(mlp(h)))(x + ln1(att(x))),
+             "you normalized the sub-layer's output before the residual addition, x + LN(f(x)); post-LN "
+             "normalizes the sum: LN(x + f(x))"),
+            ((lambda h: ln2(h + mlp(h)))(ln1(x) + att(ln1(x))),
+             "you normalized x before the residual addition, LN(x) + f(LN(x)); post-LN adds first and "
+             "normalizes the sum: LN(x + f(x))"),
+            (ln2(h1 + mlp(ln2(h1))), "the FFN reads x itself, not ln_2(x): in the post-LN block the norm "
+                                     "comes after the addition, x = ln_2(x + mlp(x))"),
+            (ln1(h1 + mlp(h1)), "you used ln_1 twice; the FFN's sum is normalized by its own LayerNorm, ln_2"),
+            (ln2(x + mlp(x)), "you forgot the attention sub-layer: x = ln_1(x + attn(x))"),
+            (h1, "you forgot the FFN sub-layer: x = ln_2(x + mlp(x))"),
+        ], "your block differs from ln_1(x + attn(x)) then ln_2(x + mlp(x))", atol=1e-4)
