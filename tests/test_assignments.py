@@ -259,7 +259,7 @@ def test_cli_release_and_grade_write_a_table_and_csv(tmp_path, capsys):
     assert cli(["grade", str(tmp_path / "03_ffn_and_block.ipynb"), "--csv", str(csv_path),
                 "--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
-    assert "total          0/5" in out and "not done" in out and "sandbox:" in out
+    assert "total          0/7" in out and "not done" in out and "sandbox:" in out
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("submission,notebook,total,max,03.1") and len(rows) == 2
     assert json.loads((tmp_path / "g.json").read_text())[0]["total"] == 0
