@@ -141,6 +141,11 @@ def _penalize(logits, prev, penalty):
     return out
 
 
+def _repetition_rate(ids, n):
+    grams = [tuple(ids[i:i + n].tolist()) for i in range(len(ids) - n + 1)]
+    return sum(g in grams[:i] for i, g in enumerate(grams)) / len(grams) if grams else 0.0
+
+
 def _rollout(w):
     T = w.shape[-1]
     eye = torch.eye(T, dtype=w.dtype)
@@ -200,6 +205,7 @@ HONEST = {
     ch07.check_top_k: _top_k,
     ch07.check_top_p: _top_p,
     ch07.check_repetition_penalty: _penalize,
+    ch07.check_repetition_rate: _repetition_rate,
     ch08.check_previous_token_score: lambda w: torch.diagonal(w, offset=-1, dim1=-2, dim2=-1).mean(-1),
     ch08.check_rollout: _rollout,
 }
@@ -331,7 +337,8 @@ def test_lora_scale_mistakes_fail_every_hidden_run():
                 ch06.check_lora_forward(wrong)
 
 
-@pytest.mark.parametrize("module", ["test_checks_ch00", "test_checks_ch01_04", "test_checks_ch05_07"])
+@pytest.mark.parametrize("module", ["test_checks_ch00", "test_checks_ch01_04", "test_checks_ch05_07",
+                                    "test_checks_ch07_transfer"])
 def test_every_listed_mistake_is_named_on_hidden_inputs_too(module):
     """The mistake tests of ``tests/test_checks_*.py`` (each mistake, its specific message), replayed
     with hidden sizes and values (printing left on, so their ✅ assertions still hold)."""

@@ -1,5 +1,6 @@
 """Checks for chapter 07, sampling: temperature, top-k, top-p (nucleus) and the repetition
-penalty, each compared with :func:`minigpt.sampling.process_logits`, naming the usual mistake."""
+penalty, each compared with :func:`minigpt.sampling.process_logits`, and the repetition rate of a
+generated sequence (07.6), compared with a brute-force count; each names the usual mistake."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from ..sampling import process_logits
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "CheckFailed"]
+__all__ = ["check_temperature", "check_top_k", "check_top_p", "check_repetition_penalty", "check_repetition_rate",
+           "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str) -> torch.Tensor:
@@ -248,3 +250,107 @@ def check_repetition_penalty(fn: Callable) -> None:
             fail("the CTRL penalty divides (or multiplies) the logit by the penalty; you subtracted it")
         fail(f"for penalty {penalty} your logits differ from the CTRL rule")
     passed("repetition penalty: positive logits / penalty, negative logits × penalty, each seen token once")
+
+
+# ---------------------------------------------------------------- 07.6 diagnose repetition
+
+def _rate_ref(ids: list[int], n: int) -> float:
+    """The repetition rate by brute force: n-gram i is a repeat if an equal n-gram starts at some j < i."""
+    grams = [ids[i:i + n] for i in range(len(ids) - n + 1)]
+    if not grams:
+        return 0.0
+    return sum(any(grams[j] == grams[i] for j in range(i)) for i in range(len(grams))) / len(grams)
+
+
+def _rate_mistakes(ids: list[int], n: int) -> list[tuple[float, str]]:
+    """The typical wrong answers, each with the message that names it."""
+    from collections import Counter
+
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    k, counts = len(grams), Counter(grams)  # k >= 2
+    repeats = k - len(counts)  # every occurrence after the first
+    short = grams[:-1]  # range(len(ids) - n): the last n-gram forgotten
+    return [
+        (sum(c for c in counts.values() if c > 1) / k,
+         "you counted the first occurrence of a repeated n-gram as a repeat too: an n-gram is a repeat only "
+         "where the same n-gram already occurred EARLIER in the sequence"),
+        (sum(1 for c in counts.values() if c > 1) / k,
+         "you counted each repeated n-gram once (a set of the repeated ones): an n-gram that occurs three "
+         "times is a repeat twice; count every later occurrence"),
+        (len(counts) / k, "you returned the fraction of n-grams that are NEW (distinct); the repetition rate "
+                          "is the fraction that already occurred earlier"),
+        ((len(short) - len(set(short))) / len(short),
+         "off by one: a sequence of len(ids) tokens has len(ids) - n + 1 n-grams (the last one starts at "
+         "position len(ids) - n); you left out the last n-gram"),
+        (repeats / (k - 1), "off by one: divide by the number of n-grams, len(ids) - n + 1, not len(ids) - n"),
+        (repeats / len(ids), "you divided by the number of tokens; divide by the number of n-grams, "
+                             "len(ids) - n + 1"),
+        (repeats / len(counts), "you divided by the number of distinct n-grams; divide by the number of all "
+                                "n-grams, len(ids) - n + 1"),
+        (float(repeats), "return the FRACTION of n-grams that are repeats (a number in [0, 1]), not their count"),
+        (0.0, "you found no repeat where there are some: if you compare or hash slices of a tensor "
+              "(tuple(ids[i:i + n]) holds tensors, which a set or dict tells apart by identity), "
+              "convert the ids to Python ints first (ids.tolist())"),
+    ]
+
+
+def _sequences() -> list[tuple[torch.Tensor, int]]:
+    """(ids, n) cases: visible ones, or other lengths, n and loops in hidden runs, then the edge
+    cases: no repeat at all, one token over and over, n = len(ids) and n > len(ids)."""
+    g = torch.Generator().manual_seed(seeded(76))
+    if not is_hidden():
+        return [(torch.tensor([5, 1, 2, 5, 1, 2, 5, 1, 2, 9]), 2),
+                (torch.randint(0, 6, (40,), generator=g), 3),
+                (torch.randint(0, 10, (25,), generator=g), 1)]
+    r = draw(76)
+    n = r.randint(2, 6)
+    loop = torch.randint(0, 50, (r.randint(2, 7),), generator=g)
+    looping = torch.cat([torch.randint(50, 99, (r.randint(n, 12),), generator=g),  # a start, then a loop
+                         loop.repeat(r.randint(4, 8)), loop[:r.randint(0, len(loop) - 1)]])
+    L = r.randint(30, 90)
+    return [(looping, n),
+            (torch.randint(0, r.randint(3, 8), (L,), generator=g), r.randint(1, 4)),
+            (torch.randperm(L, generator=g) + r.randint(0, 5000), r.randint(1, 5)),  # no repeat
+            (torch.full((r.randint(5, 40),), r.randint(0, 2047)), n),  # all repeats
+            (torch.randint(0, 9, (n,), generator=g), n),  # one n-gram
+            (torch.randint(0, 9, (r.randint(0, n - 1),), generator=g), n)]  # no n-gram at all
+
+
+def check_repetition_rate(fn: Callable) -> None:
+    """Check ``fn(ids, n) -> float``: the fraction of the ``len(ids) - n + 1`` n-grams of a 1-D
+    tensor of token ids that already occurred earlier in it (0.0 when there is no n-gram),
+    compared with a brute-force count, naming the usual mistakes."""
+    cases, got = _sequences(), []
+    for ids, n in cases:
+        with torch.random.fork_rng(devices=[]):
+            try:
+                out = fn(ids.clone(), n)
+            except CheckFailed:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if len(ids) - n + 1 < 2:
+                    fail(f"with {'fewer tokens than n' if len(ids) < n else 'exactly n tokens'} your function "
+                         f"raised {type(e).__name__}: there is {'no n-gram' if len(ids) < n else 'one n-gram'}, "
+                         "so nothing repeats: return 0.0")
+                fail(f"your repetition_rate raised {type(e).__name__}: {e}")
+        try:
+            got.append(float(out))
+        except (TypeError, ValueError, RuntimeError):
+            fail(f"return one number (a float), got {type(out).__name__}")
+    refs = [_rate_ref(ids.tolist(), n) for ids, n in cases]
+    wrong = [i for i, (g, r) in enumerate(zip(got, refs)) if abs(g - r) >= 1e-9]
+    if not wrong:
+        passed("repetition rate: the share of n-grams that already occurred earlier in the sequence")
+        return
+    full = [i for i, (ids, n) in enumerate(cases) if len(ids) - n + 1 >= 2]  # cases with two n-grams or more
+    if set(wrong).isdisjoint(full):
+        ids, n = cases[wrong[0]]
+        fail("with fewer tokens than n there is no n-gram and so no repeat: return 0.0" if len(ids) < n else
+             "with exactly n tokens there is one n-gram, which cannot have occurred before: return 0.0")
+    # name the mistake that explains every answer (one case alone can match several by chance)
+    mistakes = [_rate_mistakes(cases[i][0].tolist(), cases[i][1]) for i in full]
+    for m, (_, msg) in enumerate(mistakes[0]):
+        if all(abs(got[i] - ms[m][0]) < 1e-9 for i, ms in zip(full, mistakes)):
+            fail(msg)
+    fail(f"for n = {cases[wrong[0]][1]} your rate differs from the fraction of n-grams that already occurred "
+         "earlier")
