@@ -282,7 +282,8 @@ def check_layer_output(fn: Callable) -> None:
         if _same(got, outs[name]):
             if is_hidden() and not model.hooked[int(name)]:
                 fail(f"layer {name!r} had no forward hook while model(x) ran: you computed its output another "
-                     "way (slicing the model, or re-running its layers); register a hook on model.get_submodule(name) and keep the output it is given")
+                     "way (slicing the model, or re-running its layers); register a hook on "
+                     "model.get_submodule(name) and keep the output it is given")
             continue
         if _same(got, stream[name]):
             last = "the model's final output, " if stream[name] is h else ""
