@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.checks import CheckFailed, ch00
+from minigpt.checks import CheckFailed, ch00, hidden_inputs
 
 
 def fails_with(check, fn, *fragments):
@@ -48,8 +48,29 @@ def test_softplus_grad_names_the_mistakes(capsys):
     fails_with(check, lambda x: 1 / 0, "ZeroDivisionError")
 
 
-def test_softplus_grad_forbids_autograd(capsys):
-    assert set(ch00.check_softplus_grad.forbidden) == {"torch.autograd.grad", "torch.autograd.backward"}
+def test_softplus_grad_names_mistakes_by_the_moderate_entries_before_overflow(capsys):
+    # each of these also overflows at |x| = 100; the formula is judged where |x| < 20 first
+    check = ch00.check_softplus_grad
+    fails_with(check, lambda x: torch.log(1 + torch.exp(x)), "differentiate them")
+    fails_with(check, lambda x: torch.exp(-x) / (1 + torch.exp(-x)), "sign is flipped")
+    fails_with(check, lambda x: 1 / (1 + torch.exp(x)), "sign is flipped")
+    fails_with(check, lambda x: torch.where(x.abs() < 50, torch.sigmoid(x), 0.5), "right for moderate x")
+
+
+def test_softplus_grad_runs_the_answer_without_autograd(capsys):
+    def by_backward(x):
+        x = x.clone().requires_grad_(True)
+        F.softplus(x).sum().backward()
+        return x.grad
+
+    def by_grad(x):
+        x = x.clone().requires_grad_(True)
+        return torch.autograd.grad(F.softplus(x).sum(), x)[0]
+
+    fails_with(ch00.check_softplus_grad, by_backward, "autograd switched off", "by hand")
+    fails_with(ch00.check_softplus_grad, by_grad, "autograd switched off", "by hand")
+    assert set(ch00.check_softplus_grad.forbidden) == {"torch.autograd.grad", "torch.autograd.backward",
+                                                        "torch.func.grad", "torch.func.vjp"}
 
 
 # ---------------------------------------------------------------- 00.2
@@ -59,10 +80,29 @@ def good_dists(A, B):
 
 
 def test_pairwise_sq_dists_accepts_broadcasting_and_the_expansion(capsys):
-    passes(ch00.check_pairwise_sq_dists, good_dists, capsys)
+    ch00.check_pairwise_sq_dists(good_dists)
+    assert "your function has no Python loop" in capsys.readouterr().out
     passes(ch00.check_pairwise_sq_dists,
            lambda A, B: (A ** 2).sum(1)[:, None] - 2 * A @ B.T + (B ** 2).sum(1)[None, :], capsys)
     assert ch00.check_pairwise_sq_dists.forbidden == ("torch.cdist",)
+
+
+def test_pairwise_sq_dists_says_when_the_answer_loops(capsys):
+    def rows(A, B):
+        return torch.stack([((A - b) ** 2).sum(-1) for b in B], dim=1)  # a comprehension
+
+    def nested(A, B):
+        D = torch.empty(len(A), len(B))
+        i = 0
+        while i < len(A):
+            D[i] = ((A[i] - B) ** 2).sum(-1)
+            i += 1
+        return D
+
+    for fn in (rows, nested):
+        ch00.check_pairwise_sq_dists(fn)
+        out = capsys.readouterr().out
+        assert out.startswith("✅") and "but your function has a Python loop" in out, out
 
 
 def test_pairwise_sq_dists_names_the_mistakes(capsys):
@@ -80,13 +120,20 @@ def test_pairwise_sq_dists_names_the_mistakes(capsys):
 
 # ---------------------------------------------------------------- 00.3
 
-def hooked(model, name, x, keep="output", remove=True, layer=None):
+def hooked(model, name, x, keep="output", remove=True, layer=None, finally_=True):
     seen = []
     handle = model.get_submodule(layer or name).register_forward_hook(
         lambda m, inputs, output: seen.append(output if keep == "output" else inputs))
-    out = model(x)
-    if remove:
-        handle.remove()
+    if finally_:
+        try:
+            out = model(x)
+        finally:
+            if remove:
+                handle.remove()
+    else:
+        out = model(x)
+        if remove:
+            handle.remove()
     return {"output": seen[0] if seen else None, "inputs": seen[0] if seen else None, "model": out}[keep]
 
 
@@ -104,15 +151,37 @@ def test_layer_output_names_the_mistakes(capsys):
     fails_with(check, lambda m, n, x: hooked(m, n, x) * 2, "differs from the layer's output")
 
 
-def test_checks_do_not_touch_the_global_rng(capsys):
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    for check, fn in [(ch00.check_softplus_grad, lambda x: torch.sigmoid(x) + 0 * torch.rand(1)),
-                      (ch00.check_pairwise_sq_dists, lambda A, B: good_dists(A, B) + 0 * torch.rand(1)),
-                      (ch00.check_layer_output, hooked)]:
-        check(fn)
-    assert torch.equal(torch.rand(3), expected)
+def test_layer_output_needs_a_hook_not_slicing(capsys):
+    # visible: the residual sum gives it away; hidden, for a layer without a residual, the missing hook does
+    fails_with(ch00.check_layer_output, lambda m, n, x: m[: int(n) + 1](x), "slicing")
+
+
+def test_layer_output_hidden_cases_ask_for_a_hook_and_a_finally(capsys):
+    def replayed(m, n, x):  # the model's forward, re-run by hand: right values, no hook
+        for layer in list(m)[: int(n)]:
+            y = layer(x)
+            x = x + y if y.shape == x.shape else y
+        return m[int(n)](x)
+
+    handles = []
+
+    def global_hook(m, n, x):  # a hook on every module (register_module_forward_hook), left behind
+        seen = {}
+        handles.append(torch.nn.modules.module.register_module_forward_hook(
+            lambda mod, inputs, output: seen.update(out=output) if mod is m.get_submodule(n) else None))
+        m(x)
+        return seen["out"]
+
+    check = ch00.check_layer_output
+    with hidden_inputs():
+        check(hooked)  # the honest answer
+        fails_with(check, replayed, "no forward hook", "model.get_submodule(name)")
+        fails_with(check, lambda m, n, x: hooked(m, n, x, finally_=False), "raised an error", "finally")
+    try:
+        fails_with(check, global_hook, "still registered")
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # ---------------------------------------------------------------- the grader finds the primer
