@@ -32,6 +32,16 @@ def _merge(ids, pair, new_id):
     return out
 
 
+def _bpe_encode(ids, merges):
+    rank = {tuple(pair): 256 + k for k, pair in enumerate(merges)}
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+        if pair not in rank:
+            break
+        ids = _merge(ids, pair, rank[pair])
+    return ids
+
+
 def _attention(q, k, v, mask=None):
     s = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
     if mask is not None:
@@ -174,6 +184,7 @@ HONEST = {
     ch01.check_merge: _merge,
     ch01.check_onehot_embedding: lambda ids, E: F.one_hot(ids, E.shape[0]).to(E.dtype) @ E,
     ch01.check_input_embedding: lambda idx, wte, wpe: wte[idx] + wpe[torch.arange(idx.shape[1])],
+    ch01.check_bpe_encode: _bpe_encode,
     ch02.check_attention: _attention,
     ch02.check_causal_mask: lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)),
     ch02.check_split_heads: _split,

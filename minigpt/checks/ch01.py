@@ -15,11 +15,11 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..model import GPT
-from ..tokenizer import CharTokenizer
+from ..tokenizer import BPETokenizer, CharTokenizer
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embedding",
-           "check_input_embedding", "CheckFailed"]
+           "check_input_embedding", "check_bpe_encode", "CheckFailed"]
 
 _TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer"
 
@@ -261,3 +261,161 @@ def check_input_embedding(fn: Callable) -> None:
         if variant is not None and _same(got, variant):
             fail(message)
     fail("your result differs from wte[idx] + wpe[torch.arange(T)]")
+
+
+# ---------------------------------------------------------------- 01.6: encoding by merge rank
+# Each wrong way below takes (ids, ranks), ranks = {pair: new id}, and must stop on any input.
+
+def _table(pairs: list[tuple[str | bytes, str | bytes]]) -> list[tuple[int, int]]:
+    """Merges written as strings: [("t", "h"), ("th", "e")] -> [(116, 104), (256, 101)]."""
+    ids = {bytes([i]): i for i in range(256)}
+    merges = []
+    for a, b in pairs:
+        a, b = (x.encode() if isinstance(x, str) else x for x in (a, b))
+        merges.append((ids[a], ids[b]))
+        ids[a + b] = 255 + len(merges)
+    return merges
+
+
+def _lowest(ids: list[int], ranks: dict) -> tuple[int, int] | None:
+    pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, 1 << 62), default=None)
+    return pair if pair in ranks else None
+
+
+def _one_pass(ids, ranks):  # one scan, left to right, merging whatever pair is in the table
+    out, i = [], 0
+    while i < len(ids):
+        if i < len(ids) - 1 and (ids[i], ids[i + 1]) in ranks:
+            out.append(ranks[ids[i], ids[i + 1]])
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _by_position(pick):
+    def encode(ids, ranks):
+        while (pair := pick(ids, ranks)) is not None:
+            ids = _merge(ids, pair, ranks[pair])
+        return ids
+    return encode
+
+
+_leftmost = _by_position(lambda ids, ranks: next((p for p in zip(ids, ids[1:]) if p in ranks), None))
+
+
+def _pick_frequent(tie_by_rank: bool):
+    def pick(ids, ranks):
+        counts = Counter(p for p in zip(ids, ids[1:]) if p in ranks)  # in order of first appearance
+        if not counts:
+            return None
+        return min(counts, key=lambda p: (-counts[p], ranks[p])) if tie_by_rank else counts.most_common(1)[0][0]
+    return pick
+
+
+_most_frequent = _by_position(_pick_frequent(True))
+_most_frequent_first_seen = _by_position(_pick_frequent(False))
+_by_rank = _by_position(_lowest)
+
+
+def _overlapping(ids, ranks):  # after writing the new id, step one place, not two
+    while (pair := _lowest(ids, ranks)) is not None:
+        ids = _no_skip(ids, pair, ranks[pair])
+    return ids
+
+
+def _original_pairs_only(ids, ranks):  # the pairs of the bytes, by rank; none that merges create
+    for pair in sorted({p for p in zip(ids, ids[1:]) if p in ranks}, key=ranks.get):
+        ids = _merge(ids, pair, ranks[pair])
+    return ids
+
+
+def _single_merge(ids, ranks):
+    pair = _lowest(ids, ranks)
+    return ids if pair is None else _merge(ids, pair, ranks[pair])
+
+
+def _rank_as_id(ids, ranks):  # merges[k] written as k, not 256 + k
+    return [t - 256 if t >= 256 else t for t in _by_rank(ids, ranks)]
+
+
+_BPE_MISTAKES = [
+    (lambda ids, ranks: list(ids), "you returned the bytes unchanged: apply the merges"),
+    (_rank_as_id, "merges[k] makes the token 256 + k (ids 0-255 are the bytes); you wrote k"),
+    (_one_pass, "you scanned the bytes once, left to right, merging any pair found in merges. Position "
+                "does not decide, rank does: merge the pair with the LOWEST rank first, then look again, "
+                "because a merge creates new pairs"),
+    (_leftmost, "you merged pairs in the order they appear in the text; BPE merges the pair with the "
+                "lowest rank (learned earliest) first, wherever it is"),
+    *((wrong, "you merged the pair that is most frequent in this text, as training does; encoding ignores "
+               "the new text's counts and merges the pair with the lowest rank first")
+      for wrong in (_most_frequent, _most_frequent_first_seen)),
+    (_overlapping, "your merges overlap: after writing the new id, skip both ids of the pair, so that in "
+                   "'aaa' the pair ('a', 'a') merges once, at the left"),
+    (_original_pairs_only, "a merge can create a pair that a later merge joins ('th' + 'e' exists only once "
+                           "'t' + 'h' has merged): after each merge, look again for the lowest-ranked pair, "
+                           "among the new pairs too"),
+    (_single_merge, "you applied one merge and stopped; repeat until no adjacent pair is in merges"),
+]
+
+
+def _bpe_cases() -> list[tuple[str, list[tuple[int, int]]]]:
+    """(chunk, merges): merges learned from a text, and tables built so that each wrong way differs."""
+    if not is_hidden():
+        learned = BPETokenizer.train(_TEXT, 256 + 24).merges
+        return [(" tomorrow", learned), (" and", learned), (" creeps", learned), ("Whence", learned),
+                ("abcab", _table([("b", "c"), ("a", "b")])),          # rank, not position or frequency
+                ("abcbc", _table([("a", "b"), ("b", "c")])),          # rank, not frequency
+                ("there", _table([("t", "h"), ("h", "e"), ("th", "e"), ("r", "e"), ("e", "r")])),  # new pairs
+                ("aaaaa", _table([("a", "a"), ("aa", "a")])),         # overlaps
+                (" café", _table([(b"\xc3", b"\xa9"), ("f", "é"), (" ", "c"), ("a", "fé")])),  # bytes
+                ("xyz", _table([("a", "b"), ("b", "c")]))]            # nothing to merge
+    r = draw(61)  # other letters, lengths and texts; the same kinds of cases
+    x, y, z, u, w = r.sample("bdfgkmpqvwxz", 5)
+    words = ["".join(r.choice("aeio" + x + y + z) for _ in range(r.randint(2, 6))) for _ in range(40)]
+    learned = BPETokenizer.train(" ".join(words), 256 + r.randint(12, 30)).merges
+    new = ["".join(r.choice("aeio" + x + y + z) for _ in range(r.randint(5, 12))) for _ in range(3)]
+    n = r.randint(3, 9)
+    return [*((" " + word, learned) for word in new),
+            (x + y + z + (x + y) * r.randint(1, 3), _table([(y, z), (x, y)])),
+            (x + (y + z) * r.randint(2, 4), _table([(x, y), (y, z)])),
+            (u + x + w + y + w, _table([(u, x), (x, w), (u + x, w), (y, w), (w, y)])),
+            (x * n, _table([(x, x), (x + x, x)] if r.random() < 0.5 else [(x, x), (x + x, x + x)])),
+            (u + "é" * r.randint(1, 3), _table([(b"\xc3", b"\xa9"), ("é", "é"), (u, "é")])),
+            (z + w, _table([(x, y)])),
+            (u, _table([(u, u)]))]
+
+
+@forbids('minigpt.tokenizer.BPETokenizer.__init__', 'minigpt.tokenizer.BPETokenizer.encode',
+         'minigpt.tokenizer.BPETokenizer._encode_chunk', 'minigpt.tokenizer._merge')
+def check_bpe_encode(fn: Callable) -> None:
+    """Check ``fn(ids, merges) -> list``: the bytes of one chunk encoded with learned merges, merging
+    the adjacent pair of lowest rank first (``merges[k]`` makes token ``256 + k``), as GPT-2's encoder
+    does; compared with ``BPETokenizer(merges)`` on texts and merge tables the chapter never shows."""
+    results = []
+    for chunk, merges in _bpe_cases():
+        ids = list(chunk.encode("utf-8"))
+        got = _call(fn, list(ids), [tuple(m) for m in merges], what="your BPE encoder")
+        got = got.tolist() if hasattr(got, "tolist") else got
+        if not isinstance(got, (list, tuple)) or not all(isinstance(t, int) for t in got):
+            fail(f"return a list of token ids (ints), got {type(got).__name__}")
+        tok = BPETokenizer(merges)
+        results.append((chunk, ids, {p: 256 + k for k, p in enumerate(merges)}, tok, list(got),
+                        tok._encode_chunk(chunk)))
+    if all(got == ref for *_, got, ref in results):
+        passed("encoding by merge rank matches minigpt's BPETokenizer (trained and hand-made merge tables)")
+        return
+    for wrong, message in _BPE_MISTAKES:
+        if all(got == wrong(ids, ranks) for _, ids, ranks, _, got, _ in results):
+            fail(message)
+    for chunk, _, ranks, tok, got, _ in results:
+        if any(not 0 <= t < tok.vocab_size for t in got):
+            fail(f"for {chunk!r} you returned ids outside 0..{tok.vocab_size - 1}: merges[k] makes the token "
+                 f"256 + k, so with {len(ranks)} merges the last one is {tok.vocab_size - 1}")
+    chunk, ids, ranks, tok, got, ref = next(c for c in results if c[4] != c[5])
+    if b"".join(tok.vocab[t] for t in got) != chunk.encode("utf-8"):
+        fail(f"for {chunk!r} your tokens {tok.tokens(got)} do not spell the chunk: each merge replaces its two "
+             "ids by the one id of the pair, and keeps every other id")
+    fail(f"for {chunk!r} your tokens are {tok.tokens(got)}, which is not what merging the lowest-ranked "
+         "pair first, until none is left, gives")
