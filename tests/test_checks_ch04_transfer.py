@@ -85,7 +85,8 @@ def test_windows_mistakes_are_named():
     fails_with(check, t_token_windows, "runs off the end", "T + 1")
     fails_with(check, t_token_windows_short, "hold T tokens", "T + 1")
     fails_with(check, with_count(lambda L, T, s: (L - T) // s + 1), "runs off the end")  # one window too many
-    fails_with(check, with_count(lambda L, T, s: (L - T - 1) // s), "missed the last", "⌊(L − T − 1)/stride⌋ + 1")
+    fails_with(check, with_count(lambda L, T, s: (L - T - 1) // s), "missed the last",
+               "⌊(L − T − 1)/stride⌋ + 1")
     fails_with(check, lambda ids, T, s: (windows(ids, T, s)[0], windows(ids, T, s)[0]), "not shifted")
     fails_with(check, lambda ids, T, s: windows(ids, T, s)[::-1], "swapped")
     fails_with(check, lambda ids, T, s: windows(ids, T, 1), "use the stride")

@@ -351,7 +351,8 @@ def check_windows(fn: Callable) -> None:
         if stride == T:  # the package's evaluation windows are the stride-T case
             ex = torch.cat([x for x, _ in iter_eval_windows(ids, T, batch_size=4)])
             ey = torch.cat([y for _, y in iter_eval_windows(ids, T, batch_size=4)])
-            assert torch.equal(ex, rx) and torch.equal(ey, ry), "iter_eval_windows disagrees with the loop"
+            if not (torch.equal(ex, rx) and torch.equal(ey, ry)):
+                raise RuntimeError("minigpt.data.iter_eval_windows disagrees with the window-by-window loop")
         where = f"for len(ids) = {L}, T = {T}, stride = {stride}"
         out = _call(fn, ids.clone(), T, stride, what="your make_windows", hint=_windows_hint)
         if isinstance(out, torch.Tensor) or not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -422,7 +423,7 @@ def check_trigram(fn: Callable) -> None:
     P[a, b, c] = P(next = c | two previous = a, b) = (N[a, b, c] + α) / (Σ_c' N[a, b, c'] + α·V)
     counted on ``train``, and ``loss`` the mean of -ln P over the len(val) − 2 predictions of ``val``.
 
-    The train text never holds the last token, so some contexts are never seen: their row must be
+    The train text never holds token V − 1, so some contexts are never seen: their row must be
     uniform. Hidden cases draw other V, α and texts (a validation text of one prediction among them).
     """
     g = torch.Generator().manual_seed(seeded(73))
@@ -492,8 +493,8 @@ def check_trigram(fn: Callable) -> None:
         fail("your P differs from (N + alpha) / (N + alpha).sum(-1, keepdim=True), with N[a, b, c] the "
              "number of times c follows the pair (a, b) in train")
     if _close(loss, ref_loss):
-        passed(f"trigram: P(next | two previous) with add-α smoothing, and its validation loss, "
-               f"match a brute-force count")
+        passed("trigram: P(next | two previous) with add-α smoothing, and its validation loss, "
+               "match a brute-force count")
         return
     n = len(val) - 2
     transposed = _nll(ref_P.transpose(0, 1), val)
