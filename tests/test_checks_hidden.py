@@ -106,6 +106,20 @@ def _bigram(ids, V, alpha):
     return N / N.sum(1, keepdim=True)
 
 
+def _windows(ids, T, stride):
+    starts = range(0, len(ids) - T, stride)  # every start with T + 1 tokens left
+    w = torch.stack([ids[s:s + T + 1] for s in starts])
+    return w[:, :-1], w[:, 1:]
+
+
+def _trigram(train, val, V, alpha):
+    N = torch.zeros(V, V, V, dtype=torch.float64)
+    N.index_put_((train[:-2], train[1:-1], train[2:]), torch.ones(len(train) - 2, dtype=torch.float64),
+                 accumulate=True)
+    P = (N + alpha) / (N + alpha).sum(-1, keepdim=True)
+    return P, -P.log()[val[:-2], val[1:-1], val[2:]].mean()
+
+
 def _lr(step, max_lr, min_lr, warmup, decay):
     if step < warmup:
         return max_lr * (step + 1) / (warmup + 1)
@@ -205,6 +219,8 @@ HONEST = {
     ch04.check_perplexity: math.exp,
     ch04.check_bits_per_char: lambda loss: loss / math.log(2),
     ch04.check_bigram_probs: _bigram,
+    ch04.check_windows: _windows,
+    ch04.check_trigram: _trigram,
     ch05.check_training_flops: lambda n, it, b, t: 6 * n * it * b * t,
     ch05.check_lr_schedule: _lr,
     ch05.check_train_step: _train_step,

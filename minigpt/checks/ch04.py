@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GPTConfig
+from ..data import iter_eval_windows
 from ..model import GPT
 from ..objective import lm_loss, sequence_logprob, shift_for_lm
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
-           "check_perplexity", "check_bits_per_char", "check_bigram_probs", "CheckFailed"]
+           "check_perplexity", "check_bits_per_char", "check_bigram_probs", "check_windows", "check_trigram",
+           "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[str], str] = lambda e: ""):
@@ -298,3 +300,214 @@ def check_bigram_probs(fn: Callable) -> None:
         fail("the rows of P do not sum to 1: each row is the distribution of the next token")
     fail("your bigram probabilities differ from (N + alpha) / (N + alpha).sum(1, keepdim=True), "
          "with N[a, b] the number of times b follows a")
+
+
+# ---------------------------------------------------------------- 04.7 sliding windows
+
+def _windows_hint(error: str) -> str:
+    e = error.lower()
+    if "out of" in e or "index" in e or "equal size" in e:
+        return (" — a window runs off the end of ids: window i needs the T+1 tokens ids[i·stride : "
+                "i·stride + T + 1], so the last start is at most L − T − 1 and there are "
+                "N = ⌊(L − T − 1)/stride⌋ + 1 windows (a window of T tokens, or one extra window, runs past)")
+    return ""
+
+
+def _brute_windows(ids: torch.Tensor, T: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition, one window at a time: starts 0, stride, 2·stride, … while T+1 tokens fit."""
+    xs, ys, s = [], [], 0
+    while s + T + 1 <= len(ids):
+        xs.append(ids[s:s + T])
+        ys.append(ids[s + 1:s + T + 1])
+        s += stride
+    return torch.stack(xs), torch.stack(ys)
+
+
+@forbids("minigpt.data.iter_eval_windows", "minigpt.data._windows")
+def check_windows(fn: Callable) -> None:
+    """Check ``fn(ids, T, stride) -> (X, Y)``: X, Y (N, T) with X[i] = ids[i·stride : i·stride + T],
+    Y[i] = ids[i·stride + 1 : i·stride + T + 1] and N = ⌊(L − T − 1)/stride⌋ + 1 for L = len(ids).
+
+    Compared with a window-by-window loop, and for stride = T with ``minigpt.data.iter_eval_windows``.
+    Hidden cases: other lengths, T and strides (stride > T too), a tail that fills no window, and a
+    text of exactly one window."""
+    g = torch.Generator().manual_seed(seeded(71))
+    cases = [(20, 4, 4), (23, 5, 2)]  # (L, T, stride): stride = T with a tail of 3 tokens; overlapping
+    if is_hidden():
+        r = draw(71)
+        T = r.randint(2, 12)
+        cases = [(T * r.randint(2, 9) + 1 + r.randint(1, T - 1), T, T)]  # stride = T, a tail that fits no window
+        T = r.randint(3, 16)
+        s = r.randint(1, T - 1)
+        cases.append((T + s * r.randint(2, 12), T, s))  # overlapping; a window of T tokens would start at L − T
+        T = r.randint(1, 8)
+        s = T + r.randint(1, 5)
+        cases.append((T + 1 + s * r.randint(1, 8) + r.randint(1, s - 1), T, s))  # gaps: stride > T
+        T = r.randint(1, 10)
+        cases.append((T + 1, T, r.randint(1, 2 * T)))  # exactly one window
+    for L, T, stride in cases:
+        ids = torch.randint(0, 50, (L,), generator=g)
+        rx, ry = _brute_windows(ids, T, stride)
+        if stride == T:  # the package's evaluation windows are the stride-T case
+            ex = torch.cat([x for x, _ in iter_eval_windows(ids, T, batch_size=4)])
+            ey = torch.cat([y for _, y in iter_eval_windows(ids, T, batch_size=4)])
+            if not (torch.equal(ex, rx) and torch.equal(ey, ry)):
+                raise RuntimeError("minigpt.data.iter_eval_windows disagrees with the window-by-window loop")
+        where = f"for len(ids) = {L}, T = {T}, stride = {stride}"
+        out = _call(fn, ids.clone(), T, stride, what="your make_windows", hint=_windows_hint)
+        if isinstance(out, torch.Tensor) or not isinstance(out, (tuple, list)) or len(out) != 2:
+            fail("return a pair (X, Y): the inputs and the targets, each of shape (N, T)")
+        try:
+            X, Y = (torch.as_tensor(t) for t in out)
+        except (TypeError, ValueError, RuntimeError):
+            fail("X and Y should be tensors (or lists of lists) of token ids")
+        if X.is_floating_point() or Y.is_floating_point():
+            fail("X and Y hold token ids: keep them integers (torch.long), as ids is")
+        N = len(rx)
+        if X.shape == rx.shape and Y.shape == ry.shape and torch.equal(X, rx) and torch.equal(Y, ry):
+            continue
+        if X.dim() != 2 or Y.dim() != 2:
+            fail(f"{where} X and Y should be 2-D, (N, T) = ({N}, {T}), got {tuple(X.shape)} and {tuple(Y.shape)}")
+        if X.shape == (T, N) and Y.shape == (T, N) and torch.equal(X.T, rx):
+            fail(f"{where} X and Y are transposed: one window per row, shape (N, T) = ({N}, {T})")
+        if X.shape[1:] == (T - 1,) and Y.shape[1:] == (T - 1,):
+            fail(f"{where} your windows hold T tokens, so x and y have T − 1: a window is T + 1 tokens, "
+                 "x = window[:-1] and y = window[1:], T each")
+        if X.shape[1:] != (T,) or Y.shape[1:] != (T,):
+            fail(f"{where} each row should hold T = {T} tokens, got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+        if torch.equal(X, Y) and X.shape == rx.shape and torch.equal(X, rx):
+            fail("Y is not shifted: Y equals X. The target of each input token is the token after it: "
+                 "Y[i] = ids[start + 1 : start + T + 1]")
+        if X.shape == rx.shape and torch.equal(X, ry) and torch.equal(Y, rx):
+            fail("X and Y are swapped: the input is the window without its last token, the target the "
+                 "window without its first")
+        for other in {1, T} - {stride}:
+            ox, oy = _brute_windows(ids, T, other)
+            if X.shape == ox.shape and torch.equal(X, ox) and torch.equal(Y, oy):
+                fail(f"{where} your windows start every {other} token(s): use the stride you were given")
+        if len(X) == N + 1 and torch.equal(X[:N], rx) and torch.equal(Y[:N], ry):
+            fail(f"{where} you made N + 1 windows: the last one runs off the end of ids. A window needs "
+                 "T + 1 tokens, so there are N = ⌊(L − T − 1)/stride⌋ + 1 of them")
+        if len(X) < N and torch.equal(X, rx[:len(X)]) and torch.equal(Y, ry[:len(X)]):
+            fail(f"{where} you made {len(X)} windows and missed the last {N - len(X)}: window i starts at "
+                 "i·stride and fits while i·stride + T + 1 ≤ L, so N = ⌊(L − T − 1)/stride⌋ + 1")
+        if len(X) != N:
+            fail(f"{where} you made {len(X)} windows: there are N = ⌊(L − T − 1)/stride⌋ + 1 of them")
+        if torch.equal(X, rx):
+            fail(f"{where} X is right but Y is not: Y[i] is X[i] shifted left by one token, "
+                 "ids[i·stride + 1 : i·stride + T + 1]")
+        fail(f"{where} your windows differ from X[i] = ids[i·stride : i·stride + T], "
+             "Y[i] = ids[i·stride + 1 : i·stride + T + 1]")
+    passed("sliding windows: N = ⌊(L − T − 1)/stride⌋ + 1 pairs (x, y), y shifted by one; "
+           "stride = T matches minigpt.data.iter_eval_windows")
+
+
+# ---------------------------------------------------------------- 04.8 a trigram model
+
+def _trigram_counts(ids: torch.Tensor, V: int) -> torch.Tensor:
+    """N[a, b, c]: how often c follows the pair (a, b), by a plain loop (independent of the answer's
+    vectorised counting)."""
+    N = torch.zeros(V, V, V, dtype=torch.float64)
+    for a, b, c in zip(ids[:-2].tolist(), ids[1:-1].tolist(), ids[2:].tolist()):
+        N[a, b, c] += 1
+    return N
+
+
+def _nll(P: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """-log P[w_{i-2}, w_{i-1}, w_i] for every i >= 2 (float64)."""
+    return -torch.log(P[ids[:-2], ids[1:-1], ids[2:]])
+
+
+def check_trigram(fn: Callable) -> None:
+    """Check ``fn(train, val, vocab_size, alpha) -> (P, loss)``: P (V, V, V) with
+    P[a, b, c] = P(next = c | two previous = a, b) = (N[a, b, c] + α) / (Σ_c' N[a, b, c'] + α·V)
+    counted on ``train``, and ``loss`` the mean of -ln P over the len(val) − 2 predictions of ``val``.
+
+    The train text never holds token V − 1, so some contexts are never seen: their row must be
+    uniform. Hidden cases draw other V, α and texts (a validation text of one prediction among them).
+    """
+    g = torch.Generator().manual_seed(seeded(73))
+    V, alpha, n_train, n_val = 6, 0.5, 300, 40
+    if is_hidden():
+        r = draw(73)
+        V, alpha = r.randint(3, 12), r.choice([0.05, 0.2, 2.0, round(r.uniform(0.01, 3), 3)])
+        n_train, n_val = r.randint(20, 400), r.choice([3, r.randint(4, 200)])
+    train = torch.randint(0, V - 1, (n_train,), generator=g)  # token V-1 never in train: unseen contexts
+    val = torch.randint(0, V, (n_val,), generator=g)
+    if not bool((val == V - 1).any()):
+        val[0] = V - 1  # the validation text uses an unseen context
+    N = _trigram_counts(train, V)
+    ref_P = (N + alpha) / (N + alpha).sum(-1, keepdim=True)
+    if n_val == 3:  # one prediction: a seen triple whose probability changes when the pair is swapped
+        a, b, c = train[:-2], train[1:-1], train[2:]
+        differ = ((ref_P[a, b, c] - ref_P[b, a, c]).abs() > 1e-3).nonzero().flatten()
+        if len(differ):
+            i = int(differ[0])
+            val = train[i:i + 3].clone()
+    nll = _nll(ref_P, val)
+    ref_loss = float(nll.mean())
+    out = _call(fn, train.clone(), val.clone(), V, alpha, what="your trigram model")
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        fail("return a pair (P, loss): the (V, V, V) table of probabilities and the validation loss")
+    try:
+        P = torch.as_tensor(out[0]).detach().double()
+    except (TypeError, ValueError, RuntimeError):
+        fail("P should be a tensor of probabilities")
+    loss = _number(out[1], "the validation loss")
+
+    def close(x: torch.Tensor) -> bool:
+        return P.shape == x.shape and bool(torch.allclose(P, x, atol=1e-6))
+
+    if not close(ref_P):
+        if P.shape != (V, V, V):
+            fail(f"P should be a (vocab_size, vocab_size, vocab_size) = ({V}, {V}, {V}) table, got {tuple(P.shape)}")
+        seen = N.sum(-1) > 0  # (V, V): contexts that occur in train
+        if close(N) or close(N + alpha):
+            fail("you returned counts; normalise over the next token: P = N / N.sum(-1, keepdim=True)")
+        if close(ref_P.transpose(0, 1)):
+            fail("wrong pair order: P[a, b] must condition on a = ids[i-2] (two back) and b = ids[i-1] (the "
+                 "previous token); you indexed the context as (previous, two back)")
+        for dim, name in ((0, "the first axis (two back)"), (1, "the second axis (previous token)")):
+            if close((N + alpha) / (N + alpha).sum(dim, keepdim=True)):
+                fail(f"you normalised over {name}; normalise over the last axis, the next token, so that "
+                     "P[a, b] is a distribution over what follows (a, b)")
+        if close((N + alpha) / (N + alpha).sum()):
+            fail("you normalised the whole table (a joint distribution); normalise each context's row over "
+                 "the next token")
+        if close((N + 1) / (N + 1).sum(-1, keepdim=True)):
+            fail(f"you added 1 to the counts; use the alpha you were given (here {alpha})")
+        bi = torch.zeros(V, V, dtype=torch.float64)
+        bi.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
+        if close(((bi + alpha) / (bi + alpha).sum(-1, keepdim=True))[None].expand(V, V, V)):
+            fail("you built a bigram: P[a, b] must depend on both previous tokens, counting triples "
+                 "(ids[i-2], ids[i-1], ids[i])")
+        unseen_rows = P[~seen]  # (number of unseen contexts, V)
+        if not torch.allclose(unseen_rows, torch.full_like(unseen_rows, 1 / V), atol=1e-6):  # nan fails too
+            if torch.allclose(P[seen], ref_P[seen], atol=1e-6):
+                fail("not smoothed for unseen contexts: a context (a, b) that never occurs in train must give "
+                     "the uniform row 1/V (add alpha to every cell, including the rows of all-zero counts)")
+            fail("no smoothing: add alpha to every count before normalising; a context never seen in train "
+                 "must give the uniform row 1/V, not 0/0 or zeros")
+        if not torch.allclose(P.sum(-1), torch.ones(V, V, dtype=torch.float64), atol=1e-6):
+            fail("the rows P[a, b] do not sum to 1: each is the distribution of the token after (a, b)")
+        fail("your P differs from (N + alpha) / (N + alpha).sum(-1, keepdim=True), with N[a, b, c] the "
+             "number of times c follows the pair (a, b) in train")
+    if _close(loss, ref_loss):
+        passed("trigram: P(next | two previous) with add-α smoothing, and its validation loss, "
+               "match a brute-force count")
+        return
+    n = len(val) - 2
+    transposed = _nll(ref_P.transpose(0, 1), val)
+    _name_mistake(loss, ref_loss, [
+        (float(transposed.mean()), "wrong pair order in the loss: look up P[ids[i-2], ids[i-1], ids[i]] "
+                                   "(two back first, then the previous token)"),
+        (float(nll.sum()) / (n + 1),
+         f"loss averaged over the wrong count: len(val) − 2 = {n} tokens are predicted (each needs two before "
+         "it); you divided by len(val) − 1"),
+        (float(nll.sum()) / (n + 2), f"loss averaged over the wrong count: len(val) − 2 = {n} tokens are "
+                                     "predicted (each needs two before it); you divided by len(val)"),
+        (float(nll.sum()) if n > 1 else None, "you summed; the loss is the mean over the predictions"),
+        (-ref_loss, "sign: the loss is the NEGATIVE log-probability, a positive number"),
+        (ref_loss / math.log(2), "you used log base 2; the loss is in nats (natural log)"),
+        (float(_nll(ref_P, train).mean()), "you scored the training text; the loss is on val"),
+    ], "your validation loss differs from the mean of -ln P[val[i-2], val[i-1], val[i]] over i ≥ 2")
