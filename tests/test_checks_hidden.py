@@ -170,7 +170,8 @@ HONEST = {
     ch01.check_onehot_embedding: lambda ids, E: F.one_hot(ids, E.shape[0]).to(E.dtype) @ E,
     ch01.check_input_embedding: lambda idx, wte, wpe: wte[idx] + wpe[torch.arange(idx.shape[1])],
     ch02.check_attention: _attention,
-    ch02.check_causal_mask: lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)),
+    ch02.check_causal_mask: lambda t_q, t_k=None: torch.ones(t_q, t_q if t_k is None else t_k, dtype=torch.bool)
+    .tril((t_q if t_k is None else t_k) - t_q),
     ch02.check_split_heads: _split,
     ch02.check_multi_head: _multi_head,
     ch02.check_padded_causal_attention: _left_padded,
