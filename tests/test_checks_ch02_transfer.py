@@ -34,7 +34,7 @@ def honest(q, k, v, lengths):
     return _attend(q, k, v, mask)
 
 
-def nan_rows(q, k, v, lengths):  # right on real queries, 0/0 on the leading pads
+def nan_rows(q, k, v, lengths):  # right on real queries, 0/0 on every pad query
     causal, real, _ = _masks(q, lengths)
     return _attend(q, k, v, causal & real[:, None, None, :])
 

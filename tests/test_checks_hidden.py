@@ -43,7 +43,7 @@ def _left_padded(q, k, v, lengths):
     T = q.size(-2)
     real = torch.arange(T)[None, :] >= T - lengths[:, None]  # (B, T): the last lengths[b] tokens
     mask = torch.tril(torch.ones(T, T, dtype=torch.bool)) & real[:, None, None, :]
-    return _attention(q, k, v, mask | torch.eye(T, dtype=torch.bool))  # a leading pad sees itself: no NaN
+    return _attention(q, k, v, mask | torch.eye(T, dtype=torch.bool))  # every pad sees itself: no NaN
 
 
 def _split(x, nh):
