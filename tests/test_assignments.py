@@ -210,7 +210,7 @@ def _chapter02_with(tmp_path, changes: dict[str, str], name="sub.ipynb"):
 def test_a_crash_a_timeout_or_a_dead_kernel_costs_only_that_exercise(tmp_path):
     sub = _chapter02_with(tmp_path, {
         "02.1": "def my_attention(q, k, v, mask=None):\n    return 1 / 0",
-        "02.2": "import time\ndef my_causal_mask(T):\n    return torch.tril(torch.ones(T, T, dtype=torch.bool))\ntime.sleep(60)",
+        "02.2": "import time\ndef my_causal_mask(t_q, t_k=None):\n    return torch.ones(t_q, t_k or t_q, dtype=torch.bool).tril((t_k or t_q) - t_q)\ntime.sleep(60)",
         "02.3": "import os\nos._exit(1)",
     })
     rep = grade(sub, timeout=10)
@@ -225,9 +225,10 @@ def test_exercises_are_found_by_id_when_cells_are_moved_added_or_missing(tmp_pat
     nb = _read(NOTEBOOKS / "02_attention.ipynb")
     ex = {e.id: nb.cells[e.cell] for e in find_exercises(nb.cells)}
     others = [c for c in nb.cells if c not in ex.values()]
-    helper = nbformat.v4.new_code_cell("def my_helper(T):\n    return torch.ones(T, T, dtype=torch.bool).tril()")
-    ex["02.2"].source = cell_source(ex["02.2"]).replace(
-        "return torch.tril(torch.ones(T, T, dtype=torch.bool))", "return my_helper(T)")
+    helper = nbformat.v4.new_code_cell("def my_helper(t_q, t_k):\n    return torch.ones(t_q, t_k, dtype=torch.bool).tril(t_k - t_q)")
+    solution = "return torch.ones(t_q, t_k, dtype=torch.bool).tril(diagonal=t_k - t_q)"
+    assert solution in cell_source(ex["02.2"])
+    ex["02.2"].source = cell_source(ex["02.2"]).replace(solution, "return my_helper(t_q, t_k)")
     nb.cells = others + [ex["02.4"], helper, ex["02.2"], nbformat.v4.new_code_cell("scratch = 1 / 0"), ex["02.1"], ex["02.5"]]
     rep = grade(_write(nb, tmp_path / "moved.ipynb"), source=NOTEBOOKS / "02_attention.ipynb")
     status = {r.id: r.status for r in rep.results}

@@ -34,7 +34,7 @@ def test_checks_do_not_touch_the_global_rng(capsys):
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    ch02.check_multi_head(lambda x, a: a(x)[0])
+    ch02.check_multi_head(make_mha())
     ch03.check_block(lambda x, b: b(x)[0])
     ch04.check_sequence_logprob(lambda m, ids: _seq_logprob(m, ids))
     assert torch.equal(torch.rand(3), expected)
@@ -164,8 +164,8 @@ def make_attention(scale="sqrt", dim=-1, fill=float("-inf"), use_mask=True, afte
 def test_attention(capsys):
     passes(ch02.check_attention, good_attention, capsys)
     passes(ch02.check_attention, lambda q, k, v, mask=None: good_attention(q, k, v, mask)[0], capsys)
-    passes(ch02.check_attention, lambda q, k, v, mask=None: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-           capsys)
+    fails_with(ch02.check_attention, lambda q, k, v, mask=None: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+               "write it by hand", "scaled_dot_product_attention")  # the check refuses it, like the grader
     fails_with(ch02.check_attention, make_attention(scale="none"), "no √d_k scaling")
     fails_with(ch02.check_attention, make_attention(scale="d"), "divided the scores by d_k")
     fails_with(ch02.check_attention, make_attention(dim=-2), "wrong axis")
@@ -180,15 +180,21 @@ def test_attention(capsys):
                "rows do not sum to 1")
 
 
-def test_causal_mask(capsys):
-    passes(ch02.check_causal_mask, lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)), capsys)
-    passes(ch02.check_causal_mask, lambda T: torch.tril(torch.ones(T, T)), capsys)  # 0/1 floats are fine
-    fails_with(ch02.check_causal_mask, lambda T: torch.triu(torch.ones(T, T, dtype=torch.bool)), "upper")
-    fails_with(ch02.check_causal_mask, lambda T: ~torch.tril(torch.ones(T, T, dtype=torch.bool)), "inverted")
-    fails_with(ch02.check_causal_mask, lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool), -1), "diagonal")
-    fails_with(ch02.check_causal_mask, lambda T: torch.ones(T, T, dtype=torch.bool), "allows everything")
+def kv_mask(t_q, t_k=None, offset=True):
+    t_k = t_q if t_k is None else t_k
+    return torch.tril(torch.ones(t_q, t_k, dtype=torch.bool), diagonal=t_k - t_q if offset else 0)
+
+
+def test_causal_mask(capsys):  # (t_q, t_k): more planted mistakes in test_checks_ch02_transfer.py
+    passes(ch02.check_causal_mask, kv_mask, capsys)
+    fails_with(ch02.check_causal_mask, lambda t_q, t_k=None: kv_mask(t_q, t_k).float(), "boolean")
+    fails_with(ch02.check_causal_mask, lambda t_q, t_k=None: ~kv_mask(t_q, t_k), "inverted")
+    fails_with(ch02.check_causal_mask, lambda t_q, t_k=None: kv_mask(t_q, t_k, offset=False), "top-left")
+    fails_with(ch02.check_causal_mask, lambda T, t_k=None: torch.triu(torch.ones(T, T, dtype=torch.bool)), "upper")
+    fails_with(ch02.check_causal_mask, lambda T, t_k=None: torch.tril(torch.ones(T, T, dtype=torch.bool), -1), "diagonal")
+    fails_with(ch02.check_causal_mask, lambda T, t_k=None: torch.ones(T, T, dtype=torch.bool), "allows everything")
     fails_with(ch02.check_causal_mask,
-               lambda T: torch.zeros(T, T).masked_fill(~causal_mask(T), float("-inf")), "additive")
+               lambda T, t_k=None: torch.zeros(T, T).masked_fill(~kv_mask(T), float("-inf")), "additive")
 
 
 def test_split_heads(capsys):
@@ -226,7 +232,8 @@ def test_multi_head(capsys):
     fails_with(ch02.check_multi_head, make_mha(scale="none"), "no √d_k scaling")
     fails_with(ch02.check_multi_head, make_mha(scale="embd"), "√n_embd")
     fails_with(ch02.check_multi_head, make_mha(heads="reshape"), "mixing positions and heads")
-    fails_with(ch02.check_multi_head, lambda x, attn: attn(x), "should be a torch.Tensor")
+    fails_with(ch02.check_multi_head, lambda x, attn: (make_mha()(x, attn),), "should be a torch.Tensor")
+    fails_with(ch02.check_multi_head, lambda x, attn: attn(x)[0], "write it by hand", "CausalSelfAttention.forward")
 
 
 # ---------------------------------------------------------------- chapter 03

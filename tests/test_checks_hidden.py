@@ -53,7 +53,7 @@ def _left_padded(q, k, v, lengths):
     T = q.size(-2)
     real = torch.arange(T)[None, :] >= T - lengths[:, None]  # (B, T): the last lengths[b] tokens
     mask = torch.tril(torch.ones(T, T, dtype=torch.bool)) & real[:, None, None, :]
-    return _attention(q, k, v, mask | torch.eye(T, dtype=torch.bool))  # a leading pad sees itself: no NaN
+    return _attention(q, k, v, mask | torch.eye(T, dtype=torch.bool))  # every pad sees itself: no NaN
 
 
 def _split(x, nh):
@@ -200,7 +200,8 @@ HONEST = {
     ch01.check_input_embedding: lambda idx, wte, wpe: wte[idx] + wpe[torch.arange(idx.shape[1])],
     ch01.check_bpe_encode: _bpe_encode,
     ch02.check_attention: _attention,
-    ch02.check_causal_mask: lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)),
+    ch02.check_causal_mask: lambda t_q, t_k=None: torch.ones(t_q, t_q if t_k is None else t_k, dtype=torch.bool)
+    .tril((t_q if t_k is None else t_k) - t_q),
     ch02.check_split_heads: _split,
     ch02.check_multi_head: _multi_head,
     ch02.check_padded_causal_attention: _left_padded,

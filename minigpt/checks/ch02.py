@@ -7,7 +7,9 @@ answer is wrong, tries the usual mistakes one by one to say which one it most li
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from typing import Callable
 
 import torch
@@ -34,15 +36,37 @@ def _first(out):
     return out, None
 
 
-def _call(fn: Callable, *args, what: str = "your function"):
+def _call(fn: Callable, *args, what: str = "your function", forbid: tuple[str, ...] = (),
+          explain: Callable[[Exception], str | None] | None = None):
+    """``fn(*args)``, any crash turned into a friendly message (``explain`` may name its likely cause).
+
+    The names in ``forbid`` are watched while ``fn`` runs, as the grader watches them: an answer that
+    calls the package's own version fails here with the grader's message, not only when graded."""
+    from ..assignments.forbidden import forbidden_message
+    from ..assignments.worker import _Watch
+
     with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
         try:
-            out = fn(*args)
+            with _Watch(forbid) if forbid else contextlib.nullcontext() as watch:
+                out = fn(*args)
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
-            fail(f"{what} raised {type(e).__name__}: {e}")
+            why = explain(e) if explain is not None else None
+            fail(f"{what} raised {type(e).__name__}: {e}" + (f". {why}" if why else ""))
+    if watch is not None and watch.hits:
+        fail(forbidden_message(watch.hits))
     return out
+
+
+def _uses_dot_T(fn: Callable) -> bool:
+    """Whether the source of ``fn`` (when Python can find it) transposes with ``.T``."""
+    import inspect
+
+    try:
+        return re.search(r"\.T\b", inspect.getsource(fn)) is not None
+    except (OSError, TypeError):
+        return False
 
 
 def _tensor(x, what: str) -> torch.Tensor:
@@ -82,6 +106,9 @@ def _variants(q, k, v, mask):
         (torch.softmax(s.masked_fill(~mask, 0.0) / math.sqrt(d_k), -1) @ v if mask is not None else None,
          "you filled the masked scores with 0; a score of 0 still gets weight e⁰ = 1 in the "
          "softmax. Fill them with float('-inf') so their weight is exactly 0"),
+        (attention(q, k, v, causal_mask(q.size(-2)))[0] if mask is None else None,
+         "you applied the causal mask although mask is None: mask only when a mask is given "
+         "(if mask is not None: ...), so the same function serves attention that may see every token"),
         (torch.softmax(masked(s / math.sqrt(d_k)), -1) @ k,
          "you multiplied the weights by K; the output is the weights times the values V"),
         (torch.softmax(masked(q @ v.transpose(-2, -1) / math.sqrt(d_k)), -1) @ v
@@ -91,12 +118,18 @@ def _variants(q, k, v, mask):
     return [(o, m) for o, m in out if o is not None]
 
 
-@forbids('minigpt.attention.attention', 'torch.nn.functional.scaled_dot_product_attention')
+_DOT_T = ("On a batched (..., T, d_k) tensor k.T reverses ALL the dimensions, not the last two; "
+          "use k.transpose(-2, -1) (or k.mT) to swap only the last two")
+ATTENTION_FORBIDS = ('minigpt.attention.attention', 'torch.nn.functional.scaled_dot_product_attention')
+
+
+@forbids(*ATTENTION_FORBIDS)
 def check_attention(fn: Callable) -> None:
     """Check ``fn(q, k, v, mask=None)``: scaled dot-product attention.
 
     ``fn`` returns the output ``softmax(QKᵀ/√d_k + mask)·V`` of shape (..., T, d_v), or a
-    tuple ``(output, weights)``; ``mask`` is boolean, True where a query may attend.
+    tuple ``(output, weights)``, whose weights are then checked too; ``mask`` is boolean, True
+    where a query may attend.
     """
     g = torch.Generator().manual_seed(seeded(2024))
     sizes = [(2, 3, 7, 16, 5)]  # d_v != T and != d_k, so shape mistakes show
@@ -114,11 +147,22 @@ def check_attention(fn: Callable) -> None:
         mask = causal_mask(T)
         for m in (None, mask):
             label = "with the causal mask" if m is not None else "without a mask"
-            y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function"))
+            y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function",
+                                forbid=ATTENTION_FORBIDS, explain=lambda e: _DOT_T if _uses_dot_T(fn) else None))
             y = _tensor(y, "the attention output")
             ref, ref_w = attention(q, k, v, m)
             if _same(y, ref):
-                continue
+                if w is None:
+                    continue
+                w = _tensor(w, "the attention weights (the second thing you returned)")
+                if _same(w, ref_w):
+                    continue
+                s = q @ k.transpose(-2, -1) / math.sqrt(d_k)
+                if _same(w, s if m is None else s.masked_fill(~m, float("-inf"))):
+                    fail(f"({label}) your output is right, but the weights you returned are the scores before "
+                         "the softmax; return the softmax probabilities (each row sums to 1)")
+                fail(f"({label}) your output is right, but the weights you returned differ from the softmax "
+                     f"probabilities softmax(QKᵀ/√d_k + M) of shape {tuple(ref_w.shape)} = (..., T, T)")
             if torch.isnan(y).any():
                 fail(f"({label}) your output contains NaN: some row had every key masked out. Is your mask "
                      "the right way round? True means 'may attend': use masked_fill(~mask, -inf) or "
@@ -142,42 +186,78 @@ def check_attention(fn: Callable) -> None:
     passed("attention matches minigpt.attention, with and without the causal mask")
 
 
+def _mask_cases(hidden: bool) -> list[tuple[int, int | None]]:
+    """(t_q, t_k) for :func:`check_causal_mask`; ``t_k = None`` calls ``fn(t_q)``, the square mask.
+    Visible: a square mask, queries that are the last 2 of 6 keys, one query of 5 keys. Hidden: other
+    sizes, with t_q = t_k (both spelled out), t_q = 1 (the KV-cache step) and 1 < t_q < t_k."""
+    if not hidden:
+        return [(4, None), (2, 6), (1, 5)]
+    r = draw(3)
+    t = r.randint(7, 12)
+    t_q = r.randint(3, 8)
+    return [(r.randint(5, 9), None), (t_q, t_q + r.randint(3, 20)), (t, t), (1, r.randint(8, 30))]
+
+
 @forbids('minigpt.attention.causal_mask')
 def check_causal_mask(fn: Callable) -> None:
-    """Check ``fn(T)``: a (T, T) boolean mask, True where query i may attend to key j (j <= i)."""
-    sizes = (4, 9, 1)
-    if is_hidden():
-        r = draw(3)
-        sizes = (r.randint(2, 8), 1, r.randint(20, 64), r.randint(9, 19))
-    for T in sizes:
-        got = _call(fn, T, what="your causal-mask function")
-        got = _tensor(got, f"the mask for T={T}")
-        ref = causal_mask(T)
-        if tuple(got.shape) != (T, T):
-            fail(f"the mask for T={T} has shape {tuple(got.shape)}, expected ({T}, {T})")
+    """Check ``fn(t_q, t_k=None)``: the (t_q, t_k) boolean causal mask for t_q queries that are the
+    LAST t_q of t_k positions (``t_k`` defaults to ``t_q``), True where query i may attend to key j:
+    query i sits at position t_k - t_q + i, so j <= t_k - t_q + i. Compared with
+    :func:`minigpt.causal_mask`."""
+    for t_q, t_k in _mask_cases(is_hidden()):
+        args = (t_q,) if t_k is None else (t_q, t_k)
+        t_k = t_q if t_k is None else t_k
+        call = f"my_causal_mask({', '.join(map(str, args))})"
+
+        def explain(e: Exception) -> str | None:
+            if isinstance(e, TypeError) and len(args) == 1:
+                return "called with one argument, t_k defaults to t_q (the square mask): def my_causal_mask(t_q, t_k=None)"
+            return None
+
+        got = _tensor(_call(fn, *args, what=call, forbid=('minigpt.attention.causal_mask',), explain=explain),
+                      f"the mask of {call}")
+        ref = causal_mask(t_q, t_k)
+        ones = torch.ones(t_q, t_k, dtype=torch.bool)
+        shape = tuple(got.shape)
+        if shape != (t_q, t_k):
+            if shape == (t_k, t_q):
+                fail(f"{call} has shape {shape}, transposed: rows are the t_q queries and columns the t_k "
+                     f"keys, so the shape is (t_q, t_k) = ({t_q}, {t_k})")
+            if t_q != t_k and shape in ((t_q, t_q), (t_k, t_k)):
+                fail(f"{call} is square, {shape}: with t_q queries and t_k keys the mask has t_q rows and "
+                     f"t_k columns, ({t_q}, {t_k}) — the queries are the last t_q of the t_k positions")
+            fail(f"{call} has shape {shape}, expected (t_q, t_k) = ({t_q}, {t_k})")
         if got.dtype != torch.bool:
             vals = set(got.unique().tolist())
             if float("-inf") in vals and vals <= {0.0, float("-inf")}:
                 fail("you returned an additive mask (0 and -inf); this exercise asks for a boolean mask, "
-                     "True where a query may attend (torch.tril(torch.ones(T, T, dtype=torch.bool)))")
-            if vals <= {0, 1}:
-                got = got.bool()
-            else:
-                fail(f"the mask should be boolean (True = may attend), got dtype {got.dtype} with values {sorted(vals)[:5]}")
+                     "True where a query may attend")
+            fail(f"your mask has dtype {got.dtype}; it must be boolean (dtype=torch.bool), True where a query "
+                 "may attend: ~mask and masked_fill(~mask, ...) need booleans")
         if torch.equal(got, ref):
             continue
+        offset = t_k - t_q
         if torch.equal(got, ~ref):
-            fail("your mask is inverted: True must mean 'may attend' (the lower triangle, diagonal "
-                 "included), not 'masked out'")
-        if torch.equal(got, ref.T):
-            fail("your mask lets each token see the future: use the lower triangle (torch.tril), "
-                 "not the upper one (torch.triu)")
-        if torch.equal(got, torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)):
-            fail("your mask excludes the diagonal: a token may attend to itself (j <= i, not j < i)")
+            fail("your mask is inverted: True must mean 'may attend' (keys up to the query's own "
+                 "position, itself included), not 'masked out'")
+        if offset and torch.equal(got, torch.tril(ones)):
+            fail(f"{call}: you aligned the triangle top-left, as if query 0 were position 0; the queries are "
+                 "the LAST t_q positions, so query i is at position t_k - t_q + i and sees keys "
+                 "j <= t_k - t_q + i: shift the diagonal by t_k - t_q")
+        if offset and torch.equal(got, torch.tril(ones, diagonal=-offset)):
+            fail(f"{call}: you shifted the diagonal the wrong way (by t_q - t_k); query i is at position "
+                 "t_k - t_q + i, so it sees keys j <= t_k - t_q + i")
+        if any(torch.equal(got, torch.triu(ones, diagonal=d)) for d in {0, offset, offset + 1, 1}):
+            fail("your mask lets each query see the future: it is an upper triangle (torch.triu), or the lower "
+                 "one transposed; rows are queries and columns keys, and row i is True up to the query's own "
+                 "position (torch.tril)")
+        if torch.equal(got, torch.tril(ones, diagonal=offset - 1)):
+            fail("your mask excludes the diagonal: a query may attend to its own position (<=, not <)")
         if got.all():
-            fail("your mask allows everything: nothing is masked, so tokens see the future")
-        fail(f"your mask for T={T} is wrong: row i should be True for keys 0..i and False after")
-    passed("causal mask is the lower triangle, diagonal included")
+            fail("your mask allows everything: nothing is masked, so queries see the future")
+        fail(f"{call} is wrong: query i (at position t_k - t_q + i) should be True for keys "
+             "0 … t_k - t_q + i and False after")
+    passed("causal mask right for t_q queries at the end of t_k positions, square or not")
 
 
 def check_split_heads(fn: Callable) -> None:
@@ -210,7 +290,11 @@ def check_split_heads(fn: Callable) -> None:
     passed("heads split correctly: (B, T, C) -> (B, n_head, T, head_size)")
 
 
-@forbids('minigpt.attention.attention', 'minigpt.attention.CausalSelfAttention.forward', 'torch.nn.functional.scaled_dot_product_attention')
+MULTI_HEAD_FORBIDS = ('minigpt.attention.attention', 'minigpt.attention.CausalSelfAttention.forward',
+                      'torch.nn.functional.scaled_dot_product_attention')
+
+
+@forbids(*MULTI_HEAD_FORBIDS)
 def check_multi_head(fn: Callable) -> None:
     """Check ``fn(x, attn)``: multi-head causal self-attention by hand with a
     :class:`~minigpt.attention.CausalSelfAttention`'s weights (``attn.c_attn``, ``attn.c_proj``,
@@ -231,13 +315,15 @@ def check_multi_head(fn: Callable) -> None:
         x = torch.randn(B, T, cfg.n_embd)
     with torch.no_grad():
         ref = attn(x)[0]
-        got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention"), "the output")
+        got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention", forbid=MULTI_HEAD_FORBIDS),
+                      "the output")
         if _same(got, ref, atol=1e-4):
             passed("multi-head attention matches minigpt's CausalSelfAttention")
             return
         if got.shape != ref.shape:
             fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (B, T, n_embd); "
-                 "after the heads, put them side by side again: transpose(1, 2) then view(B, T, C)")
+                 "after the heads, put them side by side again: .transpose(1, 2) then .reshape(B, T, C) "
+                 "(.view refuses the non-contiguous result of a transpose)")
         B, T, C = x.shape
         nh, hs = attn.n_head, C // attn.n_head
         q, k, v = attn.c_attn(x).split(C, dim=2)
@@ -292,6 +378,13 @@ def _left_padded_cases(hidden: bool) -> list[tuple[int, int, int, int, int, list
     return cases
 
 
+def _no_head_axis(e: Exception) -> str | None:
+    if isinstance(e, RuntimeError) and "must match the size" in str(e):
+        return ("If your mask has shape (B, T, T), it lacks the head axis: against scores (B, H, T, T) it "
+                "needs shape (B, 1, T, T) (e.g. mask[:, None]) to broadcast over the heads")
+    return None
+
+
 def check_padded_causal_attention(fn: Callable) -> None:
     """Check ``fn(q, k, v, lengths)``: causal attention over a LEFT-padded batch.
 
@@ -312,7 +405,7 @@ def check_padded_causal_attention(fn: Callable) -> None:
         mask = causal & real[:, None, None, :]                 # (B, 1, T, T): keys that are real and not in the future
         ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y, _ = _first(_call(fn, q.clone(), k.clone(), v.clone(), lengths.clone(),
-                            what="your padded attention function"))
+                            what="your padded attention function", explain=_no_head_axis))
         y = _tensor(y, "the attention output")
         if y.shape != ref.shape:
             fail(f"your output has shape {tuple(y.shape)}, expected {tuple(ref.shape)} = (B, H, T, d_v)")
@@ -326,9 +419,10 @@ def check_padded_causal_attention(fn: Callable) -> None:
 
         if same(ref):
             if not torch.isfinite(y).all():
-                fail("your real queries are right, but the rows of padded queries contain NaN or inf: a pad "
-                     "at the start of a row may attend to nothing (every key is padding or in its future), and "
-                     "the softmax of a row of -inf is 0/0. Real code never reads those rows (their targets are "
+                fail("your real queries are right, but the rows of padded queries contain NaN or inf: in a "
+                     "left-padded row every pad query may attend to nothing (its past holds only pads), so its "
+                     "scores are all -inf and torch.softmax of such a row is 0/0 = NaN (PyTorch's "
+                     "scaled_dot_product_attention returns 0 there instead). Real code never reads those rows (their targets are "
                      "ignored by the loss), but NaN must not appear: in the next layer a pad's NaN value meets "
                      "weight 0, and 0·NaN = NaN spreads to the real tokens. Let every query attend at least to "
                      "itself: mask | torch.eye(T, dtype=torch.bool)")
@@ -343,8 +437,17 @@ def check_padded_causal_attention(fn: Callable) -> None:
             fail("your real queries attend to the pads at the start of their row: the causal mask alone does not "
                  "hide LEFT padding, because those pads are in every real token's past. Combine the causal mask "
                  "with a key-padding mask (key j is real when j >= T - lengths[b]), on the key axis (the last)")
+        eye = torch.eye(T, dtype=torch.bool)
+        no_heads = causal & real[:, None, :]                   # (B, T, T): lines up with (H, T, T), not B
         variants = [
+            *[(attention(q, k, v, m)[0] if B == H else None,
+               "your mask has shape (B, T, T): against scores (B, H, T, T) it lines up with the HEAD axis, so "
+               "head h gets row h's mask. Give it a head axis of size 1: shape (B, 1, T, T), e.g. mask[:, None]")
+              for m in (no_heads, no_heads | eye)],
             (attention(q, k, v, right)[0],
+             "your mask treats the batch as RIGHT-padded (real keys j < lengths[b]); here the padding is on the "
+             "left: the real tokens are the LAST lengths[b] positions, j >= T - lengths[b]"),
+            (attention(q, k, v, right | eye)[0],
              "your mask treats the batch as RIGHT-padded (real keys j < lengths[b]); here the padding is on the "
              "left: the real tokens are the LAST lengths[b] positions, j >= T - lengths[b]"),
             (attention(q, k, v, real[:, None, None, :])[0],
@@ -359,8 +462,8 @@ def check_padded_causal_attention(fn: Callable) -> None:
              "you applied the mask after the softmax (zeroing weights), so the rows no longer sum to 1; "
              "mask the scores with -inf before the softmax instead"),
         ]
-        for variant, message in variants:
-            if same(variant):
+        for variant, message in variants:  # a variant may hold NaN rows: compare them as 0
+            if variant is not None and _same(on_real(y).nan_to_num(), on_real(variant).nan_to_num()):
                 fail(message)
         worst = (on_real(y).double() - on_real(ref).double()).abs().max().item()
         fail(f"your output on the real queries differs from F.scaled_dot_product_attention with the mask "
