@@ -131,14 +131,14 @@ class TestAttacks:  # one class, so pytest-xdist --dist loadscope keeps the batc
 
         for name, rep in reports.items():
             if name == "honest":
-                assert rep.total == rep.max_points == 4, rep.table()
+                assert rep.total == rep.max_points == _n_exercises(), rep.table()
             else:
                 assert rep.total == 0, f"{name}:\n{rep.table()}"
                 assert Path(rep.source) == CH02, name  # the answer key is the instructor's
         assert {p: p.read_bytes() for p in (PKG / "checks").glob("*.py")} == pkg_before
         assert not Path("/tmp/minigpt_attack_marker2").exists()
         rows = list(csv.DictReader(grades.open()))
-        assert [r["total"] for r in rows] == ["0"] * (len(rows) - 1) + ["4"]
+        assert [r["total"] for r in rows] == ["0"] * (len(rows) - 1) + [str(_n_exercises())]
         assert len(rows) == len(subs) + 1 and "hacked" not in grades.read_text()
         timeout = reports["timeout_ignoring_sigint"].results[0]
         assert timeout.status == "timeout" and timeout.points == 0, reports["timeout_ignoring_sigint"].table()
@@ -209,6 +209,11 @@ def _solution_body(ex_id: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if "### " not in ln)
 
 
+def _n_exercises() -> int:
+    """How many exercises chapter 02 has (each worth one point)."""
+    return len(find_exercises(nbformat.read(CH02, as_version=4).cells))
+
+
 def test_honest_answers_in_unusual_places_score_full_marks(tmp_path):
     nb = _released(tmp_path)
     cells = {e.id: nb.cells[e.cell] for e in find_exercises(nb.cells)}
@@ -219,11 +224,13 @@ def test_honest_answers_in_unusual_places_score_full_marks(tmp_path):
     cells["02.2"].source = "import math\n" + _solution_body("02.2")
     cells["02.3"].source = "%%time\n" + _solution_body("02.3")
     cells["02.4"].source = _solution_body("02.4").replace("# Exercise 02.4:", "# Exercise 2.4:")
+    for later in sorted(cells)[4:]:  # exercises added after these four: answered as written
+        cells[later].source = _solution_body(later)
     path = tmp_path / "fair.ipynb"
     nbformat.write(nb, path)
     rep = grade(path, timeout=60)
-    assert rep.total == rep.max_points == 4, rep.table()
-    assert [r.cases for r in rep.results] == [2, 2, 2, 2]
+    assert rep.total == rep.max_points == _n_exercises(), rep.table()
+    assert [r.cases for r in rep.results] == [2] * _n_exercises()
 
 
 def test_partial_credit_and_all_or_nothing(tmp_path):
@@ -235,9 +242,10 @@ def test_partial_credit_and_all_or_nothing(tmp_path):
     # the two cases passes
     cells["02.2"].source = ("# Exercise 02.2: the causal mask\n"
                             "calls = []\n"
-                            "def my_causal_mask(T):\n"
-                            "    calls.append(T)\n"
-                            "    good = torch.tril(torch.ones(T, T, dtype=torch.bool))\n"
+                            "def my_causal_mask(t_q, t_k=None):\n"
+                            "    calls.append(t_q)\n"
+                            "    t_k = t_k or t_q\n"
+                            "    good = torch.ones(t_q, t_k, dtype=torch.bool).tril(t_k - t_q)\n"
                             "    return good if len(calls) <= 4 else ~good")
     path = tmp_path / "partial.ipynb"
     nbformat.write(nb, path)
