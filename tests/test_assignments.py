@@ -30,7 +30,7 @@ PLANTED = {
     "00": ("00.2", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1)", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1).sqrt()"),
     "01": ("01.5", "wte[idx] + wpe[torch.arange(T)]", "wte[idx]"),
     "02": ("02.1", "scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)", "scores = q @ k.transpose(-2, -1)"),
-    "03": ("03.3", "unbiased=False", "unbiased=True"),
+    "03": ("03.3", "x.pow(2).mean(-1, keepdim=True)", "x.pow(2).sum(-1, keepdim=True)"),
     "04": ("04.2", "return ids[:, :-1], ids[:, 1:]", "return ids, ids"),
     "05": ("05.3", "opt.zero_grad(set_to_none=True)", "pass"),
     "06": ("06.2", "(alpha / r) * (x @ A.T @ B.T)", "alpha * (x @ A.T @ B.T)"),

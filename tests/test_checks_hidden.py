@@ -206,9 +206,8 @@ HONEST = {
     ch02.check_multi_head: _multi_head,
     ch02.check_padded_causal_attention: _left_padded,
     ch03.check_ffn: lambda x, W1, b1, W2, b2: torch.clamp(x @ W1 + b1, min=0) @ W2 + b2,
-    ch03.check_gelu: lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
-    ch03.check_layernorm: lambda x, g, b, eps=1e-5: g * (x - x.mean(-1, keepdim=True))
-    / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) + b,
+    ch03.check_gelu_grad: lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi),
+    ch03.check_rmsnorm: lambda x, g, eps: g * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps),
     ch03.check_block: lambda x, blk: (lambda h: h + blk.mlp(blk.ln_2(h)))(x + blk.attn(blk.ln_1(x))[0]),
     ch03.check_param_count: _param_count,
     ch03.check_gpt_module: ch03.build_and_run(_MyGPT),  # how the grader reaches a class in the student's kernel

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..model import GPT, Block, FeedForward
+from ..norms import make_norm
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_ffn", "check_gelu", "check_layernorm", "check_block", "check_param_count", "check_gpt_module",
+__all__ = ["check_ffn", "check_gelu_grad", "check_rmsnorm", "check_block", "check_param_count", "check_gpt_module",
            "check_post_ln_block", "build_and_run", "post_ln_reference", "CheckFailed"]
 
 
@@ -51,7 +52,7 @@ def _first_failure(got: torch.Tensor, ref: torch.Tensor, candidates, generic: st
     fail(f"{generic} (largest difference {worst:.3g})")
 
 
-@forbids('minigpt.model.FeedForward.forward')
+@forbids('minigpt.model.FeedForward.forward', 'minigpt.model.FeedForward.__init__')
 def check_ffn(fn: Callable) -> None:
     """Check ``fn(x, W1, b1, W2, b2)`` = max(0, x W1 + b1) W2 + b2, with W1 (C, 4C), W2 (4C, C).
 
@@ -93,79 +94,96 @@ def check_ffn(fn: Callable) -> None:
     ], "your FFN differs from max(0, x @ W1 + b1) @ W2 + b2")
 
 
-@forbids('torch.nn.functional.gelu')
-def check_gelu(fn: Callable) -> None:
-    """Check ``fn(x)`` = GELU(x) = x·Φ(x), exact (erf) or GPT-2's tanh approximation."""
+@forbids('torch.autograd.grad', 'torch.autograd.backward', 'torch.func.grad', 'torch.func.vjp',
+         'torch.nn.functional.gelu')
+def check_gelu_grad(fn: Callable) -> None:
+    """Check ``fn(x)`` = GELU'(x) = Φ(x) + x·φ(x), the slope of the exact GELU x·Φ(x), elementwise.
+
+    Compared with autograd's derivative of ``torch.nn.functional.gelu`` (exact form) in float64.
+    """
     x = torch.linspace(-5, 5, 201, dtype=torch.float64)
     if is_hidden():  # other points, another shape, large magnitudes
         g = torch.Generator().manual_seed(seeded(201))
         r = draw(201)
-        x = (torch.randn(r.randint(1, 4), r.randint(5, 60), generator=g, dtype=torch.float64) * r.choice([1, 3, 8]))
-    got = _call(fn, x.clone(), what="your GELU")
-    got = _tensor(got, "GELU(x)").double()
-    exact = F.gelu(x)
-    tanh = F.gelu(x, approximate="tanh")
-    if _same(got, exact, 1e-5) or _same(got, tanh, 1e-5):
-        passed("GELU matches x·Φ(x)" + (" (tanh approximation)" if _same(got, tanh, 1e-5) and not _same(got, exact, 1e-5) else ""))
+        x = torch.randn(r.randint(1, 4), r.randint(5, 60), generator=g, dtype=torch.float64) * r.choice([1, 3, 8])
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(F.gelu(xg).sum(), xg)  # each output depends on its own input only
+    got = _tensor(_call(fn, x.clone(), what="your GELU derivative"), "GELU'(x)").double()
+    if _same(got, ref, 1e-5):
+        passed("GELU's derivative matches autograd's")
         return
     if got.shape != x.shape:
-        fail(f"your GELU changed the shape: {tuple(x.shape)} -> {tuple(got.shape)}; it acts elementwise")
-    phi = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-    _first_failure(got, exact, [
-        (torch.relu(x), "that is ReLU, max(0, x); GELU is x·Φ(x), with Φ the standard normal CDF"),
-        (phi, "you returned Φ(x) alone; GELU multiplies it by x: x·Φ(x)"),
-        (x * torch.sigmoid(1.702 * x), "that is the sigmoid approximation x·σ(1.702x); use the exact "
-                                       "x·Φ(x) = 0.5·x·(1 + erf(x/√2))"),
-        (0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * x)), "the tanh approximation needs the cubic "
-                                                                 "term: tanh(√(2/π)·(x + 0.044715·x³))"),
-        (0.5 * x * (1 + torch.erf(x / 2)), "divide by √2 inside erf: Φ(x) = 0.5·(1 + erf(x/√2))"),
-        (x * (1 + torch.erf(x / math.sqrt(2))), "you forgot the factor 0.5: Φ(x) = 0.5·(1 + erf(x/√2))"),
-    ], "your GELU differs from x·Φ(x) = 0.5·x·(1 + erf(x/√2))")
+        fail(f"your derivative changed the shape: {tuple(x.shape)} -> {tuple(got.shape)}; it acts elementwise")
+    Phi = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    phi = torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi)
+    with torch.enable_grad():
+        xt = x.clone().requires_grad_(True)
+        (tanh_grad,) = torch.autograd.grad(F.gelu(xt, approximate="tanh").sum(), xt)
+    _first_failure(got, ref, [
+        (x * Phi, "you returned GELU(x) itself; the exercise asks for its derivative d/dx [x·Φ(x)]"),
+        (Phi, "you differentiated only as if x were a constant: the product rule gives two terms, "
+              "Φ(x) + x·Φ'(x)"),
+        (x * phi, "you kept only x·φ(x): the product rule also gives the term where x is differentiated"),
+        (Phi + phi, "the second term of the product rule is x times Φ'(x), not Φ'(x) alone"),
+        (Phi + x * torch.exp(-x**2 / 2), "Φ'(x) is the standard normal density, which has the factor 1/√(2π)"),
+        (Phi + x * torch.exp(-x**2) / math.sqrt(2 * math.pi), "the normal density has exp(-x²/2), not exp(-x²)"),
+        ((x > 0).double(), "that is ReLU's slope (a step); GELU's slope is smooth"),
+        (tanh_grad, "that is the slope of the tanh approximation; differentiate the exact x·Φ(x)"),
+    ], "your derivative differs from d/dx [x·Φ(x)]")
 
 
-@forbids('torch.nn.functional.layer_norm')
-def check_layernorm(fn: Callable) -> None:
-    """Check ``fn(x, gamma, beta, eps=1e-5)``: LayerNorm over the last dimension, as nn.LayerNorm."""
+@forbids('minigpt.norms.RMSNorm.forward', 'minigpt.norms.RMSNorm.__init__', 'minigpt.norms.make_norm',
+         'torch.nn.functional.rms_norm', 'torch.rms_norm', 'torch.nn.modules.normalization.RMSNorm.__init__')
+def check_rmsnorm(fn: Callable) -> None:
+    """Check ``fn(x, g, eps)`` = x / sqrt(mean(x², last dim) + eps) · g, against ``minigpt``'s
+    ``norm="rmsnorm"`` (:class:`minigpt.norms.RMSNorm`)."""
     g = torch.Generator().manual_seed(seeded(5))
-    C, B, T = 6, 3, 4
+    C, B, T, eps = 6, 3, 4, 1e-6
     if is_hidden():
         r = draw(5)
-        C, B, T = r.randint(3, 16), r.randint(1, 3), r.randint(1, 6)
-    x = torch.randn(B, T, C, generator=g) * 3 + 2
-    x[0, 0] = 2 + 0.003 * x[0, 0]  # a nearly constant vector, where eps matters
-    gamma, beta = torch.randn(C, generator=g), torch.randn(C, generator=g)
-    eps = 1e-5
-    ref = F.layer_norm(x, (C,), gamma, beta, eps)
-    got = _tensor(_call(fn, x.clone(), gamma.clone(), beta.clone(), eps, what="your LayerNorm"), "the output")
+        C, B, T, eps = r.randint(3, 16), r.randint(1, 3), r.randint(1, 6), r.choice([1e-5, 1e-6])
+    x = torch.randn(B, T, C, generator=g) * 3 + 1
+    x[0, 0] = 0.002 * x[0, 0]  # a vector near 0, where eps matters
+    gain = torch.randn(C, generator=g)
+    norm = make_norm(GPTConfig(n_embd=C, n_head=1, norm="rmsnorm", norm_eps=eps))
+    with torch.no_grad():
+        norm.weight.copy_(gain)
+        ref = norm(x)
+    got = _tensor(_call(fn, x.clone(), gain.clone(), eps, what="your RMSNorm"), "the output")
     if _same(got, ref, 1e-4):
-        passed("LayerNorm matches torch.nn.LayerNorm")
+        passed("RMSNorm matches minigpt's norm=\"rmsnorm\"")
         return
     if got.shape != ref.shape:
         fail(f"your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}: keep the shape "
-             "(use keepdim=True when taking the mean and variance)")
+             "(keepdim=True when averaging over the last dimension)")
 
-    def ln(mean_dims, unbiased=False, affine=True, eps_outside=False, center=True, use_var=False):
-        mu = x.mean(mean_dims, keepdim=True)
-        var = x.var(mean_dims, keepdim=True, unbiased=unbiased)
-        xc = x - mu if center else x
-        denom = (var + eps) if use_var else ((var.sqrt() + eps) if eps_outside else (var + eps).sqrt())
+    def rms(dims=-1, center=False, gain_on=True, eps_outside=False, no_sqrt=False, use_sum=False, absval=False):
+        xc = x - x.mean(-1, keepdim=True) if center else x
+        if absval:
+            denom = x.abs().mean(dims, keepdim=True) + eps
+        else:
+            ms = x.pow(2).sum(dims, keepdim=True) if use_sum else x.pow(2).mean(dims, keepdim=True)
+            denom = ms + eps if no_sqrt else (ms.sqrt() + eps if eps_outside else (ms + eps).sqrt())
         y = xc / denom
-        return y * gamma + beta if affine else y
+        return y * gain if gain_on else y
 
     _first_failure(got, ref, [
-        (ln(-1, unbiased=True), "you used the unbiased variance (divide by C - 1): torch.var defaults to "
-                                "it. LayerNorm divides by C: use x.var(-1, keepdim=True, unbiased=False)"),
-        (ln(0), "you normalized over the batch dimension (that is BatchNorm); LayerNorm normalizes each "
-                "token's vector over the last dimension (dim=-1)"),
-        (ln(1), "you normalized over the time dimension; LayerNorm normalizes each token's vector over "
-                "the last dimension (dim=-1)"),
-        (ln((0, 1, 2)), "you normalized over the whole tensor; LayerNorm normalizes each token's vector "
-                        "separately, over the last dimension (dim=-1)"),
-        (ln(-1, affine=False), "you forgot the learned scale and shift: multiply by gamma and add beta"),
-        (ln(-1, eps_outside=True), "eps goes inside the square root: (x - mean) / sqrt(var + eps)"),
-        (ln(-1, use_var=True), "divide by the standard deviation sqrt(var + eps), not by the variance"),
-        (ln(-1, center=False), "you forgot to subtract the mean"),
-    ], "your LayerNorm differs from gamma * (x - mean) / sqrt(var + eps) + beta over dim=-1", atol=1e-4)
+        (rms(center=True), "you subtracted the mean: that is LayerNorm's step; RMSNorm leaves x uncentred "
+                           "and divides by the root of the mean of the squares"),
+        (gain * F.layer_norm(x, (C,), eps=eps), "that is LayerNorm (centred, divided by the standard "
+                                                "deviation); RMSNorm divides x by sqrt(mean(x²) + eps)"),
+        (rms(use_sum=True), "you divided by the length sqrt(Σx²): RMS takes the mean of the squares, "
+                            "which divides the sum by the number of features"),
+        (rms(absval=True), "you divided by the mean of |x|; RMS is the square root of the mean of x²"),
+        (rms(dims=0), "you averaged over the batch dimension; RMSNorm normalizes each token's vector "
+                      "over the last dimension (dim=-1)"),
+        (rms(dims=1), "you averaged over the time dimension; RMSNorm normalizes each token's vector "
+                      "over the last dimension (dim=-1)"),
+        (rms(gain_on=False), "you forgot the learned gain g: multiply the normalized vector by it"),
+        (rms(eps_outside=True), "eps goes inside the square root: x / sqrt(mean(x²) + eps)"),
+        (rms(no_sqrt=True), "divide by the root mean square, sqrt(mean(x²) + eps), not by the mean square"),
+    ], "your RMSNorm differs from g · x / sqrt(mean(x², dim=-1) + eps)", atol=1e-4)
 
 
 def _attn_hint(e: Exception) -> str:
@@ -243,7 +261,8 @@ def _parts(cfg: GPTConfig) -> dict[str, int]:
     }
 
 
-@forbids('minigpt.model.GPT.num_params', 'minigpt.model.GPT.__init__')
+@forbids('minigpt.model.GPT.num_params', 'minigpt.model.GPT.__init__', 'minigpt.model.Block.__init__',
+         'minigpt.model.FeedForward.__init__')
 def check_param_count(fn: Callable) -> None:
     """Check ``fn(cfg) -> int``: the parameters of ``GPT(cfg)`` by formula, against ``num_params()``.
 
