@@ -217,6 +217,22 @@ def check_train_step(fn: Callable) -> None:
          "the order is zero_grad, forward, backward, clip_grad_norm_, step")
 
 
+class _KeyedDropout(torch.nn.Module):
+    """A model whose dropout masks are keyed by its count of forward passes, as :func:`minigpt.train.train`
+    keys them by step: a loop run in another process (the grader's worker) draws the same masks."""
+
+    def __init__(self, gpt: GPT, seed: int) -> None:
+        super().__init__()
+        self.gpt, self.seed = gpt, seed
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x, targets=None):
+        if self.training:
+            torch.manual_seed(self.seed + int(self.calls))
+        self.calls += 1
+        return self.gpt(x, targets)
+
+
 def _ref_loop(model, batches, lrs, clip):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
@@ -272,7 +288,7 @@ def check_train_loop(fn: Callable) -> None:
     AdamW (weight decay 0.1) for the run, and for each batch ``(x, y)`` at learning rate ``lrs[i]``:
     zero_grad, forward with targets, backward, clip the gradient norm to ``clip``, step; the losses
     are returned as a list of floats. It is compared with a reference loop on a toy model with
-    dropout, handed over in eval mode and run from the same random seed."""
+    dropout (its masks keyed by the forward pass), handed over in eval mode."""
     g = torch.Generator().manual_seed(seeded(4))
     steps, shape, clip, dropout = 5, (4, 9), 0.05, 0.1  # a small clip, so that clipping acts
     if is_hidden():  # other lengths, batch shapes, clips and dropout rates
@@ -283,9 +299,8 @@ def check_train_loop(fn: Callable) -> None:
     lrs = [float(v) for v in torch.empty(steps).uniform_(3e-3, 3e-2, generator=g)]
 
     def run(loop, *args):  # a fresh toy model in eval mode, the same dropout masks for every loop
-        m = _toy(dropout=dropout).eval()
+        m = _KeyedDropout(_toy(dropout=dropout), seeded(11)).eval()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeded(11))
             out = loop(m, *args)
         return m, out
 
