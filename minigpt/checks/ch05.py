@@ -1,9 +1,8 @@
-"""Checks for chapter 05, pretraining: the compute estimate, the learning-rate schedule and one
-training step. Each compares the learner's answer with :mod:`minigpt` and names the usual mistake."""
+"""Checks for chapter 05, pretraining: the compute estimate, the learning-rate schedule, one
+training step and a whole training loop. Each compares the learner's answer with :mod:`minigpt` and names the usual mistake."""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable
 
@@ -14,7 +13,7 @@ from ..model import GPT
 from ..train import TrainConfig, lr_at
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "CheckFailed"]
+__all__ = ["check_training_flops", "check_lr_schedule", "check_train_step", "check_train_loop", "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str):
@@ -119,10 +118,10 @@ def check_lr_schedule(fn: Callable) -> None:
 _STEP_TOL = 5e-5
 
 
-def _toy(seed: int = 5) -> GPT:
+def _toy(seed: int = 5, dropout: float = 0.0) -> GPT:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded(seed))
-        return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+        return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=dropout))
 
 
 def _ref_step(model, opt, x, y, clip):
@@ -216,3 +215,138 @@ def check_train_step(fn: Callable) -> None:
             fail(msg)
     fail(f"after three steps your weights differ from the reference (largest difference {diff:.3g}); "
          "the order is zero_grad, forward, backward, clip_grad_norm_, step")
+
+
+class _KeyedDropout(torch.nn.Module):
+    """A model whose dropout masks are keyed by its count of forward passes, as :func:`minigpt.train.train`
+    keys them by step: a loop run in another process (the grader's worker) draws the same masks."""
+
+    def __init__(self, gpt: GPT, seed: int) -> None:
+        super().__init__()
+        self.gpt, self.seed = gpt, seed
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x, targets=None):
+        if self.training:
+            torch.manual_seed(self.seed + int(self.calls))
+        self.calls += 1
+        return self.gpt(x, targets)
+
+
+def _ref_loop(model, batches, lrs, clip):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+    losses = []
+    for (x, y), lr in zip(batches, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        losses.append(_ref_step(model, opt, x, y, clip))
+    return losses
+
+
+def _loop_mistakes(clip: float) -> tuple:
+    """Wrong loops, each ``(loop(model, batches, lrs), the message that names its mistake)``."""
+    def loop(step, *, train_mode=True, one_opt=True, set_lr=True):
+        def run(model, batches, lrs):
+            if train_mode:
+                model.train()
+            opt = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+            for (x, y), lr in zip(batches, lrs):
+                if not one_opt:
+                    opt = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+                for group in opt.param_groups:
+                    group["lr"] = lr if set_lr else group["lr"]
+                step(model, opt, x, y)
+        return run
+
+    def ok(m, opt, x, y):
+        _ref_step(m, opt, x, y, clip)
+
+    def no_zero(m, opt, x, y):
+        _, loss = m(x, y); loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), clip); opt.step()
+
+    def no_clip(m, opt, x, y):  # also what clipping after opt.step() does to the weights
+        opt.zero_grad(); _, loss = m(x, y); loss.backward(); opt.step()
+
+    return (
+        (loop(no_zero), "gradients accumulate across steps: call opt.zero_grad() at the start of every step "
+                        "(PyTorch adds new gradients to the old ones)"),
+        (loop(ok, train_mode=False), "the model stayed in eval mode, so dropout was off while training: "
+                                     "call model.train() before the loop"),
+        (loop(ok, one_opt=False), "you built a new AdamW at every step, which throws away its running averages "
+                                  "m and v: build the optimizer once, before the loop"),
+        (loop(ok, set_lr=False), "the learning rate never changed from AdamW's default: before each step set "
+                                 "group['lr'] = lrs[i] for every group in opt.param_groups"),
+        (loop(no_clip), None),  # no clipping, or clipping after opt.step(): the gradients left tell which
+    )
+
+
+@forbids('minigpt.train.train')
+def check_train_loop(fn: Callable) -> None:
+    """Check ``fn(model, batches, lrs, clip) -> losses``: a whole training loop. Training mode, one
+    AdamW (weight decay 0.1) for the run, and for each batch ``(x, y)`` at learning rate ``lrs[i]``:
+    zero_grad, forward with targets, backward, clip the gradient norm to ``clip``, step; the losses
+    are returned as a list of floats. It is compared with a reference loop on a toy model with
+    dropout (its masks keyed by the forward pass), handed over in eval mode."""
+    g = torch.Generator().manual_seed(seeded(4))
+    steps, shape, clip, dropout = 5, (4, 9), 0.05, 0.1  # a small clip, so that clipping acts
+    if is_hidden():  # other lengths, batch shapes, clips and dropout rates
+        r = draw(54)
+        steps, shape = r.randint(2, 8), (r.randint(1, 6), r.randint(3, 9))
+        clip, dropout = r.choice([0.02, 0.03, 0.1]), r.choice([0.1, 0.2, 0.3])
+    batches = [(b[:, :-1], b[:, 1:]) for b in (torch.randint(0, 13, shape, generator=g) for _ in range(steps))]
+    lrs = [float(v) for v in torch.empty(steps).uniform_(3e-3, 3e-2, generator=g)]
+
+    def run(loop, *args):  # a fresh toy model in eval mode, the same dropout masks for every loop
+        m = _KeyedDropout(_toy(dropout=dropout), seeded(11)).eval()
+        with torch.random.fork_rng(devices=[]):
+            out = loop(m, *args)
+        return m, out
+
+    ref_m, ref_losses = run(_ref_loop, batches, lrs, clip)
+    def attempt(m, *args):
+        try:
+            return fn(m, *args)
+        except RuntimeError as e:  # step() changed weights that backward still needed
+            if "modified by an inplace operation" in str(e):
+                fail("opt.step() changed the weights before loss.backward() used them, and PyTorch refused: "
+                     "backward first, then clip, then step")
+            raise
+
+    you_m, got = run(lambda m, *a: _call(attempt, m, *a, what="your training loop"), batches, lrs, clip)
+    if not isinstance(got, (list, tuple)):
+        fail(f"return the list of the losses, one per step; got {type(got).__name__}")
+    if any(isinstance(v, torch.Tensor) for v in got):
+        fail("your losses are tensors: append loss.item(), a float (a tensor also keeps its step's whole "
+             "computation graph in memory)")
+    if len(got) != steps:
+        fail(f"return one loss per step: {steps} batches, {len(got)} losses")
+
+    def distance(m):
+        return max((a - b).abs().max().item() for a, b in zip(m.parameters(), you_m.parameters()))
+
+    diff = distance(ref_m)
+    losses_ok = all(_close(_num(a, "each loss"), b, 1e-5) for a, b in zip(got, ref_losses))
+    if diff < _STEP_TOL and losses_ok:
+        passed("training loop: train mode, one AdamW, and per step lr → zero_grad → forward → backward → clip → step")
+        return
+    if diff < _STEP_TOL:
+        fail("the weights are right but the losses are not: append loss.item() of each step's forward pass, "
+             "before the update")
+    if distance(_toy(dropout=dropout)) < 1e-7:
+        fail("the weights did not change: each step must call opt.step() after loss.backward(), and zero the "
+             "gradients at the start of the step, not between backward and step")
+    for loop, msg in _loop_mistakes(clip):
+        if distance(run(loop, batches, lrs)[0]) < _STEP_TOL:
+            if msg is not None:
+                fail(msg)
+            grads = [q.grad.norm() for q in you_m.parameters() if q.grad is not None]
+            left = torch.stack(grads).norm().item() if grads else 0.0  # the last step's gradient, as you left it
+            if 0 < left <= clip * 1.001:
+                fail("you clipped after opt.step(), so clipping had no effect on the updates: clip between "
+                     "backward and step")
+            fail("no gradient clipping: call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) "
+                 "after backward and before opt.step()")
+    fail(f"after {steps} steps your weights differ from the reference (largest difference {diff:.3g}); "
+         "per step: set the lr, zero_grad, forward, backward, clip_grad_norm_, step")
