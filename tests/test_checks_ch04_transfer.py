@@ -182,3 +182,49 @@ def test_trigram_bigram_and_counts_are_named():
     fails_with(ch04.check_trigram, bigram, "bigram")
     fails_with(ch04.check_trigram, counts, "returned counts")
     fails_with(ch04.check_trigram, lambda tr, va, V, a: trigram(tr, va, V, a)[0], "pair (P, loss)")
+
+
+# ---------------------------------------------------------------- counting with a non-accumulating +=
+
+def _named_when_wrong(check, fn, fragment):
+    """``fn`` fails ``check`` on the visible inputs, and wherever it fails (on hidden inputs without
+    a repeated pair it is right by luck) the message names ``fragment``."""
+    failed_visible = False
+    for offset in OFFSETS:
+        with hidden_inputs(offset) if offset else _visible():
+            try:
+                check(fn)
+            except CheckFailed as info:
+                assert fragment in str(info), f"offset {offset}: expected {fragment!r} in: {info}"
+                failed_visible |= offset == 0
+    assert failed_visible, "the visible inputs do not expose the mistake"
+
+
+def test_bigram_non_accumulating_plus_equals_is_named():
+    def plus_equals(ids, V, alpha):
+        N = torch.zeros(V, V, dtype=torch.float64)
+        N[ids[:-1], ids[1:]] += 1           # the mistake: a repeated pair is counted once
+        return (N + alpha) / (N + alpha).sum(1, keepdim=True)
+
+    _named_when_wrong(ch04.check_bigram_probs, plus_equals, "does not accumulate")
+
+
+def test_trigram_non_accumulating_plus_equals_is_named():
+    def plus_equals(train, val, V, alpha):
+        N = torch.zeros(V, V, V, dtype=torch.float64)
+        N[train[:-2], train[1:-1], train[2:]] += 1
+        P = (N + alpha) / (N + alpha).sum(-1, keepdim=True)
+        return P, -P.log()[val[:-2], val[1:-1], val[2:]].mean()
+
+    _named_when_wrong(ch04.check_trigram, plus_equals, "does not accumulate")
+
+
+def test_cross_entropy_forbids_the_torch_loss_and_hint_gives_no_code():
+    assert "torch.nn.functional.cross_entropy" in ch04.check_cross_entropy.forbidden
+    hint = ch04._ce_hint("Expected target size (2, 9), got [2, 6]")
+    assert hint and "cross_entropy" not in hint
+
+
+def test_perplexity_message_names_no_vocabulary_size(capsys):
+    ch04.check_perplexity(math.exp)
+    assert "65" not in capsys.readouterr().out

@@ -37,9 +37,8 @@ def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[str]
 
 def _ce_hint(error: str) -> str:
     if "target" in error.lower() and ("size" in error.lower() or "shape" in error.lower()):
-        return (" — F.cross_entropy wants logits of shape (N, V) and targets (N,): flatten them first, "
-                "F.cross_entropy(logits.view(-1, V), targets.view(-1)) (with (B, T, V) logits it takes dim 1, "
-                "time, for the classes)")
+        return (" — check the shapes: logits are (B, T, V) and targets (B, T); the log-probability of each "
+                "target is picked from the last axis (dim=-1) of the log-softmax, one per (b, t) position")
     return ""
 
 
@@ -149,7 +148,8 @@ def check_shift(fn: Callable) -> None:
     fail("your (x, y) differ from x = ids[:, :-1], y = ids[:, 1:]")
 
 
-@forbids('minigpt.objective.lm_loss')
+@forbids('minigpt.objective.lm_loss', 'torch.nn.functional.cross_entropy',
+         'torch.nn.functional.nll_loss', 'torch.nn.CrossEntropyLoss')
 def check_cross_entropy(fn: Callable) -> None:
     """Check ``fn(logits, targets)``: mean over positions of -log softmax(logits)[target],
     logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
@@ -225,7 +225,7 @@ def check_perplexity(fn: Callable) -> None:
             (math.log(loss) if loss > 0 else None, "perplexity = exp(loss), not log(loss)"),
             (10 ** loss, "perplexity = e^loss (math.exp), not 10^loss"),
         ], f"for loss {loss:.4f} the perplexity is exp(loss)")
-    passed("perplexity = exp(loss); a uniform guess over 65 tokens has perplexity 65")
+    passed("perplexity = exp(loss); a uniform guess over V tokens has perplexity V")
 
 
 @forbids('minigpt.objective.bits_per_char')
@@ -289,6 +289,10 @@ def check_bigram_probs(fn: Callable) -> None:
     if close(raw) or (torch.isnan(got).any() and not torch.isnan(ref).any()):
         fail("no smoothing: add alpha to every count before normalizing, or unseen pairs get probability 0 "
              "(an infinite loss) and a token never seen has a row of 0/0")
+    once = (counts > 0).double()  # what N[ids[:-1], ids[1:]] += 1 gives: each distinct pair counted once
+    if close((once + alpha) / (once + alpha).sum(1, keepdim=True)):
+        fail("advanced-index += does not accumulate: N[a, b] += 1 with index tensors adds 1 once per distinct "
+             "pair, however often it repeats; count with index_put_(..., accumulate=True) or torch.bincount")
     if close((counts + 1) / (counts + 1).sum(1, keepdim=True)):
         fail(f"you added 1 to the counts; use the alpha you were given (here {alpha})")
     shifted = torch.zeros(V, V, dtype=torch.float64)
@@ -474,6 +478,10 @@ def check_trigram(fn: Callable) -> None:
         if close((N + alpha) / (N + alpha).sum()):
             fail("you normalised the whole table (a joint distribution); normalise each context's row over "
                  "the next token")
+        once = (N > 0).double()  # what N[a, b, c] += 1 with index tensors gives: each distinct triple once
+        if close((once + alpha) / (once + alpha).sum(-1, keepdim=True)):
+            fail("advanced-index += does not accumulate: N[a, b, c] += 1 with index tensors adds 1 once per distinct "
+                 "pair, however often it repeats; count with index_put_(..., accumulate=True) or torch.bincount")
         if close((N + 1) / (N + 1).sum(-1, keepdim=True)):
             fail(f"you added 1 to the counts; use the alpha you were given (here {alpha})")
         bi = torch.zeros(V, V, dtype=torch.float64)
