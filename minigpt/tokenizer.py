@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # GPT-2's pre-split, written for the stdlib ``re``: English contractions, a word with its leading
-# space (``[^\W\d_]`` is any Unicode letter), a number, a run of other symbols, and whitespace
+# space (``[^\W\d_]`` is any Unicode letter, and also the rare numeric characters that are not
+# decimal digits, such as ² ½ Ⅻ, which GPT-2's ``\p{L}`` excludes: ``re`` keeps "x²" one chunk,
+# GPT-2 splits it), a number, a run of other symbols, and whitespace
 # (a trailing space stays off the next word). Every character falls in some branch, so the
 # chunks always join back to the text. Merges never cross a chunk boundary.
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""

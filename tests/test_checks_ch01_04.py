@@ -65,6 +65,7 @@ def test_pair_counts(capsys):
     passes(ch01.check_pair_counts, good_pairs, capsys)
     fails_with(ch01.check_pair_counts, lambda ids: Counter((ids[i], ids[i + 1]) for i in range(len(ids) - 2)),
                "last pair")
+    fails_with(ch01.check_pair_counts, lambda ids: {p: 1 for p in zip(ids, ids[1:])}, "recorded each pair once")
     fails_with(ch01.check_pair_counts, lambda ids: Counter(zip(ids[1:], ids)), "reversed")
     fails_with(ch01.check_pair_counts, lambda ids: Counter(zip(ids, ids[1:] + ids[:1])), "wraps around")
 
@@ -119,6 +120,10 @@ def test_onehot_embedding(capsys):
     fails_with(ch01.check_onehot_embedding, lambda ids, E: F.one_hot(ids, E.shape[0]).float(), "one-hot matrix")
     fails_with(ch01.check_onehot_embedding, lambda ids, E: (F.one_hot(ids, E.shape[0]).float() @ E).T, "shape")
     fails_with(ch01.check_onehot_embedding, lambda ids, E: 1 / 0, "ZeroDivisionError")
+    fails_with(ch01.check_onehot_embedding, lambda ids, E: F.one_hot(ids, E.shape[0]) @ E, ".to(E.dtype)")
+    for lookup in (lambda ids, E: E[ids], lambda ids, E: F.embedding(ids, E),
+                   lambda ids, E: E.index_select(0, ids.flatten()).view(*ids.shape, -1)):
+        fails_with(ch01.check_onehot_embedding, lookup, "indexing E")
 
 
 def test_input_embedding(capsys):
@@ -131,6 +136,7 @@ def test_input_embedding(capsys):
     fails_with(ch01.check_input_embedding, lambda idx, wte, wpe: wte[idx] + wpe[idx], "positions 0..T-1")
     fails_with(ch01.check_input_embedding, lambda idx, wte, wpe: wte[idx] + wpe[pos(idx) + 1], "start at 0")
     fails_with(ch01.check_input_embedding, lambda idx, wte, wpe: wte[idx] * wpe[pos(idx)], "multiplied")
+    fails_with(ch01.check_input_embedding, lambda idx, wte, wpe: wte[idx] + wpe, "whole position table")
 
 
 # ---------------------------------------------------------------- chapter 02

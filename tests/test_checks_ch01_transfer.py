@@ -142,6 +142,15 @@ def wrong_id(ids, merges):  # merges[k] written as 257 + k
     return [t + 1 if t >= 256 else t for t in by_rank(ids, merges)]
 
 
+def no_length_guard(ids, merges):  # min() over the pairs of a single id raises ValueError
+    rank = ranks(merges)
+    while True:
+        pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+        if pair not in rank:
+            return ids
+        ids = merge(ids, pair, rank[pair])
+
+
 def drops_a_byte(ids, merges):
     return by_rank(ids, merges)[:-1] if len(ids) > 3 else by_rank(ids, merges)
 
@@ -156,6 +165,7 @@ MISTAKES = [
     (pairs_of_the_bytes_only, "a merge can create a pair that a later merge joins"),
     (one_merge, "applied one merge and stopped"),
     (drops_a_byte, "do not spell the chunk"),
+    (no_length_guard, "fewer than two ids"),
 ]
 
 

@@ -207,7 +207,8 @@ HONEST = {
     ch01.check_vocab: lambda t: ({c: i for i, c in enumerate(sorted(set(t)))}, sorted(set(t))),
     ch01.check_pair_counts: lambda ids: Counter(zip(ids, ids[1:])),
     ch01.check_merge: _merge,
-    ch01.check_onehot_embedding: lambda ids, E: F.one_hot(ids, E.shape[0]).to(E.dtype) @ E,
+    # detached: E requires grad there, and hard_coded deep-copies answers, which only graph leaves allow
+    ch01.check_onehot_embedding: lambda ids, E: (F.one_hot(ids, E.shape[0]).to(E.dtype) @ E).detach(),
     ch01.check_input_embedding: lambda idx, wte, wpe: wte[idx] + wpe[torch.arange(idx.shape[1])],
     ch01.check_bpe_encode: _bpe_encode,
     ch02.check_attention: _attention,

@@ -24,13 +24,18 @@ __all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embe
 _TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer"
 
 
-def _call(fn: Callable, *args, what: str = "your function"):
+def _call(fn: Callable, *args, what: str = "your function", hints: tuple[tuple[str, str], ...] = ()):
+    """Call ``fn(*args)``; a crash fails the check, with the hint whose fragments all occur in the error
+    (``hints``: pairs of "fragment|fragment" and the mistake it names), else with the error itself."""
     with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
         try:
             out = fn(*args)
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
+            for fragments, hint in hints:
+                if all(f in str(e) for f in fragments.split("|")):
+                    fail(f"{what} raised {type(e).__name__}: {hint}")
             fail(f"{what} raised {type(e).__name__}: {e}")
     return out
 
@@ -100,11 +105,18 @@ def check_pair_counts(fn: Callable) -> None:
         cases = [[r.choice([3, 3, 8]) for _ in range(r.randint(10, 25))] + [3, 8], [r.randint(0, 300)] * r.randint(3, 7),
                  [r.randint(0, 9), r.randint(10, 19)], [r.randint(0, 9)],
                  [r.randint(0, 4) for _ in range(r.randint(8, 40))]]
+    results = []
     for ids in cases:
         got = _call(fn, list(ids), what="your pair counting")
         if not hasattr(got, "items"):
             fail(f"return a dict (or Counter) mapping each pair (a, b) to its count, got {type(got).__name__}")
-        got = {tuple(k): int(v) for k, v in got.items() if v}
+        results.append((ids, {tuple(k): int(v) for k, v in got.items() if v}))
+    # a mistake is named only if it explains every answer: on [1, 2, 3, 1, 2] "each pair once" and
+    # "missed the last pair" give the same dict, and only the other cases tell them apart
+    if all(got == {p: 1 for p in _ref_pairs(ids)} for ids, got in results):
+        fail("you recorded each pair once; count how often it occurs: [5, 5, 5, 5] has the pair (5, 5) three "
+             "times (collections.Counter counts)")
+    for ids, got in results:
         ref = dict(_ref_pairs(ids))
         if got == ref:
             continue
@@ -178,8 +190,26 @@ def check_merge(fn: Callable) -> None:
     fail(f"merge({ids}, {pair}, {new_id}) = {got}, expected {ref}")
 
 
+_LOOKUPS = ("Index", "Embedding", "Gather", "Take")  # autograd nodes of E[ids], F.embedding, E.gather, ...
+
+
+def _looks_up(t: torch.Tensor) -> str | None:
+    """The name of an indexing node in ``t``'s autograd graph, if any (the one-hot product has none)."""
+    todo, seen = [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if any(k in type(node).__name__ for k in _LOOKUPS):
+            return type(node).__name__
+        todo += [nxt for nxt, _ in node.next_functions]
+    return None
+
+
 def check_onehot_embedding(fn: Callable) -> None:
-    """Check ``fn(ids, E)``: the embedding lookup as a product, one_hot(ids, V) @ E, equal to E[ids]."""
+    """Check ``fn(ids, E)``: the embedding lookup as a product, one_hot(ids, V) @ E, equal to E[ids],
+    computed without indexing E (E requires grad, and the result's autograd graph is inspected)."""
     g = torch.Generator().manual_seed(seeded(41))
     V, C = 10, 4
     ids = torch.tensor([3, 1, 3, 0, 7])  # id 9 (the largest) never appears
@@ -189,10 +219,16 @@ def check_onehot_embedding(fn: Callable) -> None:
         shape = (r.randint(1, 12),) if r.random() < 0.5 else (r.randint(1, 3), r.randint(1, 6))
         ids = torch.randint(0, V - 1, shape, generator=g)
     E = torch.randn(V, C, generator=g)
-    got = _call(fn, ids.clone(), E.clone(), what="your one-hot embedding")
+    got = _call(fn, ids.clone(), E.clone().requires_grad_(), what="your one-hot embedding",
+                hints=(("dtype", "F.one_hot returns integers (torch.int64) and E holds floats; convert the "
+                                 "one-hot matrix to E's dtype before the product: .to(E.dtype)"),))
     if not isinstance(got, torch.Tensor):
         fail(f"return a tensor, got {type(got).__name__}")
     ref = E[ids]
+    if (node := _looks_up(got)) is not None:
+        fail(f"your result was computed by indexing E ({node} in its autograd graph); the exercise asks for "
+             "the product one_hot(ids, V) @ E, which selects the rows without indexing")
+    got = got.detach()
     if _same(got, ref):
         passed("one_hot(ids) @ E equals the lookup E[ids]")
         return
@@ -214,7 +250,7 @@ def check_input_embedding(fn: Callable) -> None:
     wte (V, C), wpe (block_size, C); compared with what ``minigpt.GPT`` feeds its first block."""
     cfg = GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=1, n_embd=6)
     B, T = 2, 5
-    if is_hidden():  # other sizes, T = 1 and T = block_size included
+    if is_hidden():  # other sizes; T = 1 and T = 15, one short of block_size, included
         r = draw(43)
         # ids < block_size and T < block_size, so wpe[idx] and wpe[pos + 1] are named, not a crash
         cfg = GPTConfig(vocab_size=r.randint(5, 16), block_size=16, n_layer=1, n_head=1, n_embd=r.randint(2, 9))
@@ -233,7 +269,10 @@ def check_input_embedding(fn: Callable) -> None:
         hook.remove()
     ref = captured["x"]
     wte, wpe = model.transformer.wte.weight.detach(), model.transformer.wpe.weight.detach()
-    got = _call(fn, idx.clone(), wte.clone(), wpe.clone(), what="your input embedding")
+    got = _call(fn, idx.clone(), wte.clone(), wpe.clone(), what="your input embedding",
+                hints=((f"must match the size of tensor b ({cfg.block_size})",
+                        "you added the whole position table wpe (block_size rows) to a sequence of T "
+                        "tokens; take its first T rows, one per position: wpe[torch.arange(T)]"),))
     if not isinstance(got, torch.Tensor):
         fail(f"return a tensor, got {type(got).__name__}")
     got = got.detach()
@@ -370,7 +409,8 @@ def _bpe_cases() -> list[tuple[str, list[tuple[int, int]]]]:
                 ("there", _table([("t", "h"), ("h", "e"), ("th", "e"), ("r", "e"), ("e", "r")])),  # new pairs
                 ("aaaaa", _table([("a", "a"), ("aa", "a")])),         # overlaps
                 (" café", _table([(b"\xc3", b"\xa9"), ("f", "é"), (" ", "c"), ("a", "fé")])),  # bytes
-                ("xyz", _table([("a", "b"), ("b", "c")]))]            # nothing to merge
+                ("xyz", _table([("a", "b"), ("b", "c")])),            # nothing to merge
+                ("ab", _table([("a", "b")])), ("I", learned)]         # merged into one token; one byte
     r = draw(61)  # other letters, lengths and texts; the same kinds of cases
     x, y, z, u, w = r.sample("bdfgkmpqvwxz", 5)
     words = ["".join(r.choice("aeio" + x + y + z) for _ in range(r.randint(2, 6))) for _ in range(40)]
@@ -396,7 +436,10 @@ def check_bpe_encode(fn: Callable) -> None:
     results = []
     for chunk, merges in _bpe_cases():
         ids = list(chunk.encode("utf-8"))
-        got = _call(fn, list(ids), [tuple(m) for m in merges], what="your BPE encoder")
+        got = _call(fn, list(ids), [tuple(m) for m in merges], what="your BPE encoder",
+                    hints=(("min()|empty", "a list of one id has no adjacent pair, so min() over its pairs "
+                                           "fails: stop when fewer than two ids are left (a chunk of one "
+                                           "byte, or one whose merges joined it into a single token)"),))
         got = got.tolist() if hasattr(got, "tolist") else got
         if not isinstance(got, (list, tuple)) or not all(isinstance(t, int) for t in got):
             fail(f"return a list of token ids (ints), got {type(got).__name__}")
