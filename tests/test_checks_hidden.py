@@ -361,7 +361,7 @@ def test_specific_messages_for_the_mistakes_the_issue_lists():
     _fails(ch02.check_attention, sqrt_dv, "√d_v")
     with pytest.raises(CheckFailed, match="LayerNorm biases"):
         ch03.check_param_count(no_ln_bias)
-    _fails(ch04.check_cross_entropy, lambda lg, t: F.cross_entropy(lg, t), "flatten them first")
+    _fails(ch04.check_cross_entropy, lambda lg, t: F.cross_entropy(lg, t), "check the shapes")
     _fails(ch05.check_train_step, zero_grad_late, "between loss.backward() and opt.step()")
     _fails(ch07.check_temperature, lambda z, T: torch.softmax(z, -1) ** (1 / T), "did not renormalise")
     _fails(ch07.check_top_k, lambda z, k: z.topk(k).values, "whole logits vector")
