@@ -422,7 +422,7 @@ def check_padded_causal_attention(fn: Callable) -> None:
                 fail("your real queries are right, but the rows of padded queries contain NaN or inf: in a "
                      "left-padded row every pad query may attend to nothing (its past holds only pads), so its "
                      "scores are all -inf and torch.softmax of such a row is 0/0 = NaN (PyTorch's "
-                     "scaled_dot_product_attention returns 0 there instead). Real code never reads those rows (their targets are "
+                     "scaled_dot_product_attention in PyTorch 2.13 on the CPU returns 0 there instead; older versions and some fused kernels give NaN). Real code never reads those rows (their targets are "
                      "ignored by the loss), but NaN must not appear: in the next layer a pad's NaN value meets "
                      "weight 0, and 0·NaN = NaN spreads to the real tokens. Let every query attend at least to "
                      "itself: mask | torch.eye(T, dtype=torch.bool)")
