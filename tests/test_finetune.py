@@ -269,3 +269,42 @@ def test_lora_blocks_and_errors(gpt):
         add_lora(gpt, targets=("nothing",))
     with pytest.raises(ValueError):
         LoRALinear(torch.nn.Linear(3, 3), r=0)
+
+
+# ------------------------------------------------------------------ instruction template
+
+def test_instruction_example_matches_hand_built_tokens():
+    """Against a hand-built token list: one id per character, the input's ids kept as given."""
+    from minigpt.finetune import END, instruction_example, instruction_prompt
+    from minigpt.tokenizer import CharTokenizer
+
+    chars = sorted(set("### Instruction:\nWho?\n\n### Input:\n### Response:\nab<END>"))
+    tok = CharTokenizer(chars)
+    i = {c: n for n, c in enumerate(chars)}.__getitem__  # the hand-made encoder
+    head = [i(c) for c in "### Instruction:\nWho?\n\n### Input:\n"]
+    tail = [i(c) for c in "\n\n### Response:\n"]
+    inp = [i("b"), i("a"), i("b")]  # ids given directly, never re-encoded
+    prompt = instruction_prompt(tok, "Who?", inp)
+    assert prompt == head + inp + tail
+    answer = [i(c) for c in "ab<END>"]
+    assert END == "<END>"
+    x, y = instruction_example(tok, "Who?", inp, "ab")
+    seq = prompt + answer
+    assert x.tolist() == seq[:-1]
+    P = len(prompt)
+    assert y.tolist() == [IGNORE_INDEX] * (P - 1) + answer  # only the response and END are scored
+    # the text form is INSTRUCTION_TEMPLATE filled in
+    from minigpt.finetune import INSTRUCTION_TEMPLATE
+    assert tok.decode(prompt) == INSTRUCTION_TEMPLATE.format(instruction="Who?", input="bab")
+
+
+def test_instruction_prompts_have_one_length_for_inputs_of_one_length():
+    """Inputs cut to n tokens give prompts of one length (so they batch without padding)."""
+    from minigpt import pretrained
+    from minigpt.finetune import instruction_prompt
+
+    tok = pretrained().tokenizer
+    cuts = [tok.encode(t)[:12] for t in ("O Romeo, Romeo, wherefore art thou Romeo?",
+                                         "Once more unto the breach, dear friends, once more;")]
+    lengths = {len(instruction_prompt(tok, "Which play?", ids)) for ids in cuts}
+    assert len(lengths) == 1

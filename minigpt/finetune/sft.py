@@ -7,6 +7,9 @@ learns to answer, not to reproduce prompts. Batches are right-padded; padded tar
 
 Our task is the genre of a speech, asked as text: ``"<speech>\\n\\nGENRE:\\n"`` → ``"comedy\\n"``.
 At test time the model scores each possible answer by its log-probability and picks the best.
+
+Instruction-style examples fill a fixed template (:data:`INSTRUCTION_TEMPLATE`, the Alpaca layout)
+and end the response with :data:`END`, so that generation knows where to stop.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from .classify import CLASSES, PAD_ID, Example, _batches
 
 PROMPT = "{text}\n\nGENRE:\n"
 RESPONSE = "{label}\n"
+# The Alpaca prompt (Taori et al., 2023, github.com/tatsu-lab/stanford_alpaca) without its opening sentence.
+INSTRUCTION_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+END = "<END>"  # ends every response; generation stops when it appears
 
 
 def sft_example(prompt_ids: Sequence[int], response_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +57,22 @@ def prompt_ids(text: str, tokenizer, max_text_tokens: int = 48) -> list[int]:
     """The prompt for one speech: its first ``max_text_tokens`` tokens, then the question."""
     text = tokenizer.decode(tokenizer.encode(text)[:max_text_tokens])
     return tokenizer.encode(PROMPT.format(text=text))
+
+
+def instruction_prompt(tokenizer, instruction: str, input_ids: Sequence[int]) -> list[int]:
+    """Token ids of :data:`INSTRUCTION_TEMPLATE` filled in, the input given as token ids.
+
+    The text before and after the input is encoded on its own and the input's ids are kept as
+    they are, so inputs cut to n tokens give prompts of one length, whatever the cut left.
+    """
+    before, after = INSTRUCTION_TEMPLATE.split("{input}")
+    return tokenizer.encode(before.format(instruction=instruction)) + list(input_ids) + tokenizer.encode(after)
+
+
+def instruction_example(tokenizer, instruction: str, input_ids: Sequence[int], response: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An SFT example (x, y) for the template: prompt, then ``response + END``; only the response is scored."""
+    return sft_example(instruction_prompt(tokenizer, instruction, input_ids), tokenizer.encode(response + END))
 
 
 def genre_pairs(examples: Sequence[Example], tokenizer, max_text_tokens: int = 48
