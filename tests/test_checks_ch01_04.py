@@ -35,7 +35,7 @@ def test_checks_do_not_touch_the_global_rng(capsys):
     expected = torch.rand(3)
     torch.manual_seed(0)
     ch02.check_multi_head(make_mha())
-    ch03.check_block(lambda x, b: b(x)[0])
+    ch03.check_block(good_block)
     ch04.check_sequence_logprob(lambda m, ids: _seq_logprob(m, ids))
     assert torch.equal(torch.rand(3), expected)
 
@@ -361,7 +361,9 @@ def good_ce(logits, targets):
 
 def test_cross_entropy(capsys):
     passes(ch04.check_cross_entropy, good_ce, capsys)
-    passes(ch04.check_cross_entropy, lambda lo, t: F.cross_entropy(lo.view(-1, lo.size(-1)), t.view(-1)), capsys)
+    # 04.3 forbids F.cross_entropy: the check refuses it in the notebook, as the grader does
+    fails_with(ch04.check_cross_entropy, lambda lo, t: F.cross_entropy(lo.view(-1, lo.size(-1)), t.view(-1)),
+               "write it by hand", "torch.nn.functional.cross_entropy")
     fails_with(ch04.check_cross_entropy, lambda lo, t: good_ce(lo, t) * t.numel(), "summed")
     fails_with(ch04.check_cross_entropy, lambda lo, t: -good_ce(lo, t), "sign")
     fails_with(ch04.check_cross_entropy,
@@ -425,3 +427,36 @@ def test_bigram_probs(capsys):
     fails_with(ch04.check_bigram_probs, skip_one, "neighbours")
     fails_with(ch04.check_bigram_probs, lambda ids, V, a: torch.ones(V, V), "do not sum to 1")
     fails_with(ch04.check_bigram_probs, lambda ids, V, a: torch.full((V, V), 1.0 / V), "differ")
+
+
+# ---------------------------------------------------------------- every check refuses what the grader refuses
+
+def test_every_forbidding_check_refuses_the_package_in_the_notebook():
+    """An answer that calls the forbidden function, directly or through other package code, or that
+    *is* the package's function, fails with the grader's message; the checks' own reference
+    computations (which call the same functions) do not count."""
+    from minigpt.checks import ch00
+    from minigpt.model import Block
+
+    fails_with(ch03.check_block, lambda x, b: b(x)[0], "write it by hand", "minigpt.model.Block.forward")
+    fails_with(ch03.check_block, lambda x, b: torch.nn.Sequential(b)(x)[0], "minigpt.model.Block.forward")
+    fails_with(ch03.check_block, Block.forward, "minigpt.model.Block.forward")
+    fails_with(ch00.check_pairwise_sq_dists, lambda a, b: torch.cdist(a, b) ** 2, "torch.cdist")
+    fails_with(ch04.check_perplexity, __import__("minigpt").objective.perplexity, "minigpt.objective.perplexity")
+
+
+def test_the_refusal_restores_an_outer_profile_hook(capsys):
+    import sys
+
+    seen = []
+
+    def outer(frame, event, arg):
+        seen.append(event)
+
+    sys.setprofile(outer)
+    try:
+        ch03.check_block(good_block)
+        assert sys.getprofile() is outer
+    finally:
+        sys.setprofile(None)
+    assert seen

@@ -13,6 +13,7 @@ cases (:func:`is_hidden`, :func:`draw`), silently, so an answer tuned to the vis
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,12 +61,113 @@ def hidden_inputs(offset: int = 7919) -> Iterator[None]:
 def forbids(*names: str):
     """Mark a check with the ``minigpt`` (or torch) functions an answer must not call: the
     exercise asks for them by hand. The grader refuses answers that use them, both by reading the
-    answer's code and by watching the calls it makes."""
+    answer's code and by watching the calls it makes; the check itself refuses them in the
+    notebook too (:class:`_LearnerCalls`), with the grader's message, so that a ✅ here is never
+    a fail when graded."""
     def mark(check):
-        check.forbidden = names
-        return check
+        @functools.wraps(check)
+        def watched(*args, **kwargs):
+            from ..assignments.forbidden import forbidden_message
+
+            given = _given_forbidden(names, (*args, *kwargs.values()))
+            if given:
+                fail(forbidden_message(given))
+            with _LearnerCalls(names) as calls:  # a failed check keeps its own, more specific message
+                result = check(*args, **kwargs)
+            if calls.hits:
+                fail(forbidden_message(calls.hits))
+            return result
+
+        watched.forbidden = names
+        return watched
 
     return mark
+
+
+def _given_forbidden(names, values) -> list[str]:
+    """The forbidden names of which an answer *is* the package's own function (``check(attention)``)."""
+    from ..assignments.worker import resolve
+
+    given = []
+    for n in names:
+        try:
+            obj = resolve(n)
+        except (ImportError, AttributeError):
+            continue
+        for v in values:
+            if v is obj or getattr(v, "__func__", None) is obj or (n.endswith(".__init__") and v is
+                                                                      resolve(n.rsplit(".", 1)[0])):
+                given.append(n)
+    return given
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import os
+    import sysconfig
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return (os.path.dirname(here) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep,
+            os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+
+
+def _from_learner(frame, checks_dir: str, library: tuple[str, ...]) -> bool:
+    """Whether a call made in ``frame`` comes from the learner's code: walking out through library
+    frames (minigpt, torch, the standard library, site-packages), the first other frame is the
+    learner's; a frame of the checks themselves means the check computed its own reference."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(checks_dir):
+            return False
+        if not (name.startswith(library) or "site-packages" in name or name.startswith("<frozen")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _LearnerCalls:
+    """Which forbidden functions the learner's code calls while a check runs (a profile hook; the
+    check's own reference computations, made from the checks' frames, do not count). It restores
+    whatever profile hook was set before (the grader's watch, a profiler)."""
+
+    def __init__(self, names):
+        import os
+
+        from ..assignments.worker import _Watch
+
+        watch = _Watch(names)
+        self.codes, self.builtins, self.hits = watch.codes, watch.builtins, []
+        self.checks_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+        self.library = _library_dirs()
+
+    def _hook(self, frame, event, arg):
+        if self.previous is not None:
+            self.previous(frame, event, arg)
+        if event == "call":
+            n, caller = self.codes.get(frame.f_code), frame.f_back
+        elif event == "c_call":
+            n, caller = self.builtins.get(id(arg)), frame
+        else:
+            return
+        if n and n not in self.hits and _from_learner(caller, self.checks_dir, self.library):
+            self.hits.append(n)
+
+    def __enter__(self):
+        import sys
+        import threading
+
+        self.previous = sys.getprofile()
+        self.previous_threads = threading.getprofile() if hasattr(threading, "getprofile") else None
+        if self.codes or self.builtins:
+            sys.setprofile(self._hook)
+            threading.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+        import threading
+
+        sys.setprofile(self.previous)
+        threading.setprofile(self.previous_threads)
 
 
 class CheckFailed(AssertionError):

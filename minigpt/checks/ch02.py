@@ -7,7 +7,6 @@ answer is wrong, tries the usual mistakes one by one to say which one it most li
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from typing import Callable
@@ -36,26 +35,20 @@ def _first(out):
     return out, None
 
 
-def _call(fn: Callable, *args, what: str = "your function", forbid: tuple[str, ...] = (),
+def _call(fn: Callable, *args, what: str = "your function",
           explain: Callable[[Exception], str | None] | None = None):
     """``fn(*args)``, any crash turned into a friendly message (``explain`` may name its likely cause).
 
-    The names in ``forbid`` are watched while ``fn`` runs, as the grader watches them: an answer that
-    calls the package's own version fails here with the grader's message, not only when graded."""
-    from ..assignments.forbidden import forbidden_message
-    from ..assignments.worker import _Watch
-
+    (Calls of the package's own version are refused by :func:`~minigpt.checks.forbids`, around the
+    whole check.)"""
     with torch.random.fork_rng(devices=[]):  # the learner's code cannot disturb the notebook's RNG
         try:
-            with _Watch(forbid) if forbid else contextlib.nullcontext() as watch:
-                out = fn(*args)
+            out = fn(*args)
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
             why = explain(e) if explain is not None else None
             fail(f"{what} raised {type(e).__name__}: {e}" + (f". {why}" if why else ""))
-    if watch is not None and watch.hits:
-        fail(forbidden_message(watch.hits))
     return out
 
 
@@ -148,7 +141,7 @@ def check_attention(fn: Callable) -> None:
         for m in (None, mask):
             label = "with the causal mask" if m is not None else "without a mask"
             y, w = _first(_call(fn, q.clone(), k.clone(), v.clone(), m, what="your attention function",
-                                forbid=ATTENTION_FORBIDS, explain=lambda e: _DOT_T if _uses_dot_T(fn) else None))
+                                explain=lambda e: _DOT_T if _uses_dot_T(fn) else None))
             y = _tensor(y, "the attention output")
             ref, ref_w = attention(q, k, v, m)
             if _same(y, ref):
@@ -214,7 +207,7 @@ def check_causal_mask(fn: Callable) -> None:
                 return "called with one argument, t_k defaults to t_q (the square mask): def my_causal_mask(t_q, t_k=None)"
             return None
 
-        got = _tensor(_call(fn, *args, what=call, forbid=('minigpt.attention.causal_mask',), explain=explain),
+        got = _tensor(_call(fn, *args, what=call, explain=explain),
                       f"the mask of {call}")
         ref = causal_mask(t_q, t_k)
         ones = torch.ones(t_q, t_k, dtype=torch.bool)
@@ -315,7 +308,7 @@ def check_multi_head(fn: Callable) -> None:
         x = torch.randn(B, T, cfg.n_embd)
     with torch.no_grad():
         ref = attn(x)[0]
-        got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention", forbid=MULTI_HEAD_FORBIDS),
+        got = _tensor(_call(fn, x.clone(), attn, what="your multi-head attention"),
                       "the output")
         if _same(got, ref, atol=1e-4):
             passed("multi-head attention matches minigpt's CausalSelfAttention")
