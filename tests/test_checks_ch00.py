@@ -87,7 +87,7 @@ def test_pairwise_sq_dists_accepts_broadcasting_and_the_expansion(capsys):
     assert ch00.check_pairwise_sq_dists.forbidden == ("torch.cdist",)
 
 
-def test_pairwise_sq_dists_says_when_the_answer_loops(capsys):
+def test_pairwise_sq_dists_fails_an_answer_that_loops(capsys):
     def rows(A, B):
         return torch.stack([((A - b) ** 2).sum(-1) for b in B], dim=1)  # a comprehension
 
@@ -99,10 +99,12 @@ def test_pairwise_sq_dists_says_when_the_answer_loops(capsys):
             i += 1
         return D
 
-    for fn in (rows, nested):
-        ch00.check_pairwise_sq_dists(fn)
-        out = capsys.readouterr().out
-        assert out.startswith("✅") and "but your function has a Python loop" in out, out
+    def pairs(A, B):  # the definition itself, pair by pair
+        return torch.tensor([[((a - b) ** 2).sum().item() for b in B] for a in A])
+
+    for fn in (rows, nested, pairs):
+        fails_with(ch00.check_pairwise_sq_dists, fn, "your distances are right", "Python loop", "broadcasting")
+    assert capsys.readouterr().out == ""
 
 
 def test_pairwise_sq_dists_names_the_mistakes(capsys):
@@ -144,6 +146,8 @@ def test_layer_output_accepts_a_removed_hook(capsys):
 def test_layer_output_names_the_mistakes(capsys):
     check = ch00.check_layer_output
     fails_with(check, lambda m, n, x: hooked(m, n, x, remove=False), "still registered", "remove()")
+    # visible too: without a finally, the model that raises leaves the hook behind
+    fails_with(check, lambda m, n, x: hooked(m, n, x, finally_=False), "raised an error", "finally")
     fails_with(check, lambda m, n, x: hooked(m, n, x, keep="inputs"), "`inputs` tuple")
     fails_with(check, lambda m, n, x: hooked(m, n, x, keep="inputs")[0], "layer's input")
     fails_with(check, lambda m, n, x: hooked(m, n, x, keep="model"), "final output")
@@ -157,6 +161,7 @@ def test_layer_output_needs_a_hook_not_slicing(capsys):
 
 
 def test_layer_output_hidden_cases_ask_for_a_hook_and_a_finally(capsys):
+    # (the visible cases ask for the finally as well: test_layer_output_names_the_mistakes)
     def replayed(m, n, x):  # the model's forward, re-run by hand: right values, no hook
         for layer in list(m)[: int(n)]:
             y = layer(x)

@@ -273,8 +273,9 @@ def hard_coded(check, honest):
 
     table = []
 
+    # record and answer have no Python loop of their own: ch00.check_pairwise_sq_dists fails loops
     def record(*args):
-        before = copy.deepcopy([a for a in args if not isinstance(a, torch.optim.Optimizer)])
+        before = copy.deepcopy(list(filter(lambda a: not isinstance(a, torch.optim.Optimizer), args)))
         out = honest(*args)
         table.append((before, copy.deepcopy(out) if not isinstance(out, float) else out))
         return out
@@ -282,12 +283,12 @@ def hard_coded(check, honest):
     check(record)
 
     def answer(*args):
-        plain = [a for a in args if not isinstance(a, torch.optim.Optimizer)]
-        for before, out in table:
-            if _same_arg(before, plain):
-                if check in (ch05.check_train_step, ch05.check_train_loop):
-                    return honest(*args)  # the steps' effect is the answer; only on the visible batches
-                return copy.deepcopy(out)
+        plain = list(filter(lambda a: not isinstance(a, torch.optim.Optimizer), args))
+        hits = list(filter(lambda row: _same_arg(row[0], plain), table))
+        if hits:
+            if check in (ch05.check_train_step, ch05.check_train_loop):
+                return honest(*args)  # the steps' effect is the answer; only on the visible batches
+            return copy.deepcopy(hits[0][1])
         if check is ch05.check_train_step:
             return 0.0  # no step at all
         return copy.deepcopy(table[0][1])  # the answer to the first visible call

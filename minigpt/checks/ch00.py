@@ -125,7 +125,9 @@ def _has_loop(fn: Callable) -> bool | None:
 
 @forbids('torch.cdist')
 def check_pairwise_sq_dists(fn: Callable) -> None:
-    """Check ``fn(A, B) -> D``: A (N, d), B (M, d), D (N, M) with D[i, j] = ||A[i] - B[j]||²."""
+    """Check ``fn(A, B) -> D``: A (N, d), B (M, d), D (N, M) with D[i, j] = ||A[i] - B[j]||², and
+    that ``fn``'s own code has no Python loop (the exercise asks for broadcasting). The grader
+    calls the answer in another process, where its code cannot be read: there only the values count."""
     g = torch.Generator().manual_seed(seeded(11))
     sizes = [(5, 3, 4), (4, 4, 2)]  # (N, M, d): N != M first, so a transposed result shows its shape
     if is_hidden():  # other sizes: one row, d = 1, N = M, long rows
@@ -162,11 +164,11 @@ def check_pairwise_sq_dists(fn: Callable) -> None:
             fail(f"{where} the cross term has a minus sign: ||a - b||² = ||a||² - 2 a·b + ||b||²")
         fail(f"{where} your distances differ from the definition D[i, j] = ((A[i] - B[j]) ** 2).sum()")
     loop = _has_loop(fn)
+    if loop:
+        fail("your distances are right, but your function has a Python loop (for, while or a comprehension): "
+             "the exercise asks for broadcasting instead, with no loop (section 2's table)")
     passed("pairwise squared distances match the definition, computed pair by pair, for every shape tried"
-           + {True: "; but your function has a Python loop (for, while or a comprehension): "
-                    "the exercise asks for broadcasting instead",
-              False: ", and your function has no Python loop",
-              None: ""}[loop])
+           + ("" if loop is None else ", and your function has no Python loop"))
 
 
 # ---------------------------------------------------------------- 00.3 forward hooks
@@ -252,9 +254,10 @@ def check_layer_output(fn: Callable) -> None:
     """Check ``fn(model, name, x) -> tensor``: the output of the submodule ``name`` while
     ``model(x)`` runs, read with a forward hook that is removed afterwards.
 
-    The hidden cases also ask that the layer had a hook while it ran, and that the hook comes off
-    when ``model(x)`` raises. (The visible cases check values and left-over hooks only, so that
-    their answers stay a lookup table away: tests/test_checks_hidden.py relies on that.)"""
+    Both the visible and the hidden cases end with a model that raises after the hooked layer:
+    the hook must come off all the same (a ``finally:``). The hidden cases also ask that the layer
+    had a hook while it ran; the visible ones do not, so that an answer hard-coded to their inputs
+    still passes them (tests/test_checks_hidden.py relies on that) and fails the hidden ones."""
     g = torch.Generator().manual_seed(seeded(17))
     cases = [((6, 8, 3), 4, "1"), ((6, 8, 3), 2, "2")]  # ((d_in, hidden, d_out), batch, layer name)
     if is_hidden():  # other widths and batch sizes, other layers (the first and the last included)
@@ -300,8 +303,9 @@ def check_layer_output(fn: Callable) -> None:
             if other != name and _same(got, out):
                 fail(f"you captured layer {other!r} instead of {name!r}: hook model.get_submodule(name)")
         fail(f"for layer {name!r} your tensor differs from the layer's output during model(x)")
-    if is_hidden():  # a model that raises after the hooked layer: the hook must still come off
-        model = _mlp(r.randint(2, 9), r.randint(3, 12), 1, seeded(29), fails=True)
-        _check_error_path(fn, model, str(r.randint(0, 2)), torch.randn(2, model[0].in_features, generator=g))
+    # a model that raises after the hooked layer: the hook must still come off
+    d_in, hidden, name = (r.randint(2, 9), r.randint(3, 12), str(r.randint(0, 2))) if is_hidden() else (6, 8, "1")
+    model = _mlp(d_in, hidden, 1, seeded(29), fails=True)
+    _check_error_path(fn, model, name, torch.randn(2, d_in, generator=g))
     passed("your tensor is the layer's own output during model(x) (not the sum the model passes on), "
-           "and no hook was left behind")
+           "and no hook was left behind, even when model(x) raised an error")
