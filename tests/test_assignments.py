@@ -155,6 +155,32 @@ def test_release_embeds_images_and_refuses_to_overwrite(tmp_path):
         release([NOTEBOOKS / "03_ffn_and_block.ipynb"], NOTEBOOKS)
 
 
+def test_release_copies_the_answer_free_files_its_links_need(tmp_path):
+    (out,) = release([NOTEBOOKS / "00b_pytorch_primer.ipynb"], tmp_path / "release")
+    names = {p.name for p in out.parent.iterdir()}
+    # 00b links the setup notebook and the glossary, the glossary the appendix; 01 (linked too) holds answers
+    assert names == {out.name, "00_setup.ipynb", "GLOSSARY.md", "A1_scaling_up.ipynb"}, names
+    assert (out.parent / "GLOSSARY.md").read_text() == (NOTEBOOKS / "GLOSSARY.md").read_text()
+    setup = _read(out.parent / "00_setup.ipynb")
+    assert all(not c.get("outputs") for c in setup.cells if c.cell_type == "code")
+    assert [cell_source(c) for c in setup.cells] == [cell_source(c) for c in _read(NOTEBOOKS / "00_setup.ipynb").cells]
+
+    # never a file with answers: a notebook with exercises, a text with solution markers
+    src = tmp_path / "src"
+    src.mkdir()
+    link = nbformat.v4.new_markdown_cell("[guide](guide.md) [other](other.ipynb) [free](free.ipynb) [gone](gone.md)")
+    _write(nbformat.v4.new_notebook(cells=[link, nbformat.v4.new_code_cell(
+        "# Exercise 09.1: f\ndef f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n\ncheck(f)")]),
+        src / "09_x.ipynb")
+    (src / "guide.md").write_text("answer key:\n### BEGIN SOLUTION\n")
+    _write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# Exercise 10.1: g\nx = 1")]), src / "other.ipynb")
+    _write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)", outputs=[
+        nbformat.v4.new_output("stream", text="1\n")])]), src / "free.ipynb")
+    release([src / "09_x.ipynb"], tmp_path / "out")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"09_x.ipynb", "free.ipynb"}
+    assert _read(tmp_path / "out" / "free.ipynb").cells[0].outputs == []
+
+
 def test_released_notebook_runs_until_the_first_stub_and_fails_there(tmp_path):
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError

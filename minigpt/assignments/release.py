@@ -3,7 +3,9 @@
 ``release`` writes a copy in which every solution region is replaced by a stub that raises
 ``NotImplementedError`` with a hint, hidden tests are removed, outputs and execution counts are
 cleared, and local images are embedded as attachments, so the file works wherever it is copied.
-The exercises and their points are recorded in the notebook's metadata (for the grader).
+The exercises and their points are recorded in the notebook's metadata (for the grader). Beside
+them go the answer-free files they link to (the glossary, the setup notebook), so that their links
+work in the released folder.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .markers import (
 _SOLUTION_MD = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*$.*?^[ \t]*### END SOLUTION[ \t]*$", re.M | re.S)
 _MARKER_NOTE = re.compile(r"between\s+`### BEGIN SOLUTION`\s+and\s+`### END SOLUTION`")
 _IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<path>(?!https?:|attachment:|data:)[^)\s]+)\)")
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<name>[\w.-]+\.(?:ipynb|md))(?:#[^)\s]*)?\)")  # a file beside it
 
 
 def student_notebook(nb, source: Path):
@@ -74,13 +77,47 @@ def _embed_images(cell, text: str, folder: Path) -> str:
     return _IMAGE.sub(attach, text)
 
 
+def _companions(texts: list[str], folder: Path, out_dir: Path, released: set[str]) -> None:
+    """Copy into ``out_dir`` the files of ``folder`` that ``texts`` link to, and those these link to
+    in turn, so that the released notebooks' links work. Never a notebook with exercises that is not
+    being released (it holds their answers), nor a file with solution or hidden-test markers (the
+    instructor guide); a notebook goes with its outputs cleared and its images embedded."""
+    import nbformat
+
+    seen = set(released)
+    while texts:
+        for name in _LINK.findall(texts.pop()):
+            src, dest = folder / name, out_dir / name
+            if name in seen or not src.is_file() or dest.resolve() == src.resolve():
+                continue
+            seen.add(name)
+            if src.suffix == ".md":
+                text = src.read_text(encoding="utf-8")
+                if BEGIN_SOLUTION in text or BEGIN_HIDDEN in text:
+                    continue
+                dest.write_text(text, encoding="utf-8")
+                texts.append(text)
+                continue
+            nb = nbformat.read(src, as_version=4)
+            if find_exercises(nb.cells) or any(has_solution(cell_source(c)) for c in nb.cells if c.cell_type == "code"):
+                continue
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.outputs, cell.execution_count = [], None
+                elif cell.cell_type == "markdown":
+                    cell.source = _embed_images(cell, cell_source(cell), folder)
+                    texts.append(cell.source)
+            nbformat.write(nb, dest)
+
+
 def release(sources: list[str | Path], out_dir: str | Path) -> list[Path]:
-    """Write the student version of each notebook into ``out_dir`` (same file names)."""
+    """Write the student version of each notebook into ``out_dir`` (same file names), and beside
+    them the answer-free files they link to (:func:`_companions`). Returns the student notebooks."""
     import nbformat
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, texts, folders = [], [], set()
     for src in map(Path, sources):
         if not src.is_file():
             raise AssignmentError(f"{src} does not exist; pass a notebook from notebooks/ (or --all)")
@@ -93,6 +130,10 @@ def release(sources: list[str | Path], out_dir: str | Path) -> list[Path]:
         nbformat.write(student, tmp)
         tmp.replace(dest)
         written.append(dest)
+        texts += [cell_source(c) for c in student.cells if c.cell_type == "markdown"]
+        folders.add(src.parent)
+    for folder in folders:
+        _companions(list(texts), folder, out_dir, {p.name for p in written})
     return written
 
 
