@@ -28,7 +28,7 @@ CHAPTERS = sorted(p for p in NOTEBOOKS.glob("0[0-9]*_*.ipynb") if find_exercises
 # One real mistake per chapter: (exercise, text in the solution, replacement).
 PLANTED = {
     "00": ("00.2", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1)", "((A[:, None, :] - B[None, :, :]) ** 2).sum(dim=-1).sqrt()"),
-    "01": ("01.5", "wte[idx] + wpe[torch.arange(T)]", "wte[idx]"),
+    "01": ("01.5", "pe[:, 1::2] = torch.cos(angle)", "pe[:, 1::2] = torch.sin(angle)"),
     "02": ("02.1", "scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)", "scores = q @ k.transpose(-2, -1)"),
     "03": ("03.3", "x.pow(2).mean(-1, keepdim=True)", "x.pow(2).sum(-1, keepdim=True)"),
     "04": ("04.2", "return ids[:, :-1], ids[:, 1:]", "return ids, ids"),

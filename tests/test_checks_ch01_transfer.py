@@ -1,14 +1,17 @@
 """Exercise 01.6, encoding new text by merge rank: honest answers pass (written three ways, one of
 them like GPT-2's ``encoder.py``, on byte strings, independent of ``minigpt``), and each mistake the
 check names, planted in a small wrong encoder, fails with its own message, on the visible inputs
-and on hidden ones."""
+and on hidden ones. Exercise 01.5, sinusoidal positions (Vaswani et al., 2017, section 3.5): the
+same for the position table, with honest answers written independently of the check's formula."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from contextlib import nullcontext
 
 import pytest
+import torch
 
 from minigpt.checks import CheckFailed, ch01, hidden_inputs
 
@@ -211,3 +214,84 @@ def test_hidden_cases_differ_from_the_visible_ones_and_each_kind_of_case_is_ther
         for wrong, _ in MISTAKES[2:8]:
             assert any(wrong(list(c.encode()), m) != by_rank(list(c.encode()), m) for c, m in cases), wrong
         assert any(by_rank(list(c.encode()), m) == list(c.encode()) for c, m in cases)  # nothing to merge
+
+
+# ---------------------------------------------------------------- 01.5: sinusoidal_positions(T, C)
+
+def sin_annotated(T, C):  # The Annotated Transformer's PositionalEncoding: float32, exp-log frequencies
+    pe = torch.zeros(T, C)
+    pos = torch.arange(T).float()[:, None]
+    div = torch.exp(torch.arange(0, C, 2).float() * (-math.log(10000.0) / C))
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+def sin_loops(T, C):  # the paper's formula, one entry at a time, in plain Python
+    return torch.tensor([[math.sin(p / 10000 ** (j / C)) if j % 2 == 0 else math.cos(p / 10000 ** ((j - 1) / C))
+                          for j in range(C)] for p in range(T)], dtype=torch.float64)
+
+
+def _table(T, C, *, num=None, start=0, divide=True, order="interleave"):
+    pos = torch.arange(start, start + T, dtype=torch.float64)[:, None]
+    two_i = torch.arange(0, C, 2, dtype=torch.float64) if num is None else num(C)
+    angle = pos / 10000 ** (two_i / C) if divide else pos * 10000 ** (two_i / C)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    if order == "halves":
+        return torch.cat([sin, cos], 1)
+    pe = torch.empty(T, C, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = (cos, sin) if order == "swap" else (sin, cos)
+    return pe
+
+
+def own_index(T, C):  # column j gets the exponent j/C, so the odd column of a pair has its own frequency
+    j = torch.arange(C, dtype=torch.float64)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] / 10000 ** (j / C)
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+
+SIN_MISTAKES = [
+    (lambda T, C: _table(T, C, order="swap"), "swapped"),
+    (lambda T, C: _table(T, C, order="halves"), "interleaves"),
+    (own_index, "share one frequency"),
+    (lambda T, C: _table(T, C, num=lambda C: torch.arange(C // 2, dtype=torch.float64)), "you used i/C"),
+    (lambda T, C: _table(T, C, num=lambda C: torch.arange(0, C, 2, dtype=torch.float64) * C), "divide 2i by the width"),
+    (lambda T, C: _table(T, C, divide=False), "you multiplied"),
+    (lambda T, C: _table(T, C, start=1), "count from 0"),
+    (lambda T, C: sin_annotated(T, C).T, "transposed"),
+    (lambda T, C: sin_annotated(T, C).round().long(), "float tensor"),
+    (lambda T, C: sin_annotated(T, C).tolist(), "return a tensor"),
+]
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+@pytest.mark.parametrize("honest", [sin_annotated, sin_loops, _table], ids=lambda f: f.__name__)
+def test_sinusoidal_honest_answers_pass(honest, offset, capsys):
+    with hidden_inputs(offset) if offset else nullcontext():
+        ch01.check_sinusoidal(honest)
+    assert capsys.readouterr().out.startswith("✅") != bool(offset)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+@pytest.mark.parametrize("wrong, fragment", SIN_MISTAKES, ids=[f for _, f in SIN_MISTAKES])
+def test_each_sinusoidal_mistake_is_named(wrong, fragment, offset):
+    with hidden_inputs(offset) if offset else nullcontext():
+        with pytest.raises(CheckFailed) as info:
+            ch01.check_sinusoidal(wrong)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_sinusoidal_hidden_cases_differ_and_reach_long_tables():
+    visible = ch01._sinusoid_cases()
+    for offset in OFFSETS[1:]:
+        with hidden_inputs(offset):
+            cases = ch01._sinusoid_cases()
+        assert not set(cases) & set(visible)
+        assert any(T >= 200 for T, _ in cases) and any(T == 1 for T, _ in cases)
+        assert all(C % 2 == 0 for _, C in cases)
+
+
+def test_the_reference_table_is_the_papers_formula():  # two values worked out by hand
+    pe = ch01._sinusoids(3, 4)
+    assert pe[0].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert pe[2, 0].item() == pytest.approx(math.sin(2)) and pe[2, 3].item() == pytest.approx(math.cos(2 / 100))

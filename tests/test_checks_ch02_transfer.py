@@ -1,5 +1,6 @@
 """Chapter 02's transfer exercises (02.2, the causal mask of t_q queries at the end of t_k positions;
-02.5, causal attention over a left-padded batch), and the named mistakes added to 02.1 and 02.4:
+02.4, grouped-query attention; 02.5, causal attention over a left-padded batch), and the named
+mistakes added to 02.1 and to the multi-head check:
 the honest answer passes on the visible and hidden inputs, and each planted mistake fails with the
 message that names it, on both."""
 
@@ -207,7 +208,10 @@ def test_calling_the_package_fails_locally_with_the_graders_message():
 
     cases = [(ch02.check_attention, lambda q, k, v, mask=None: attention(q, k, v, mask), "minigpt.attention.attention"),
              (ch02.check_causal_mask, lambda t_q, t_k=None: causal_mask(t_q, t_k), "minigpt.attention.causal_mask"),
-             (ch02.check_multi_head, lambda x, attn: attn(x)[0], "minigpt.attention.CausalSelfAttention.forward")]
+             (ch02.check_multi_head, lambda x, attn: attn(x)[0], "minigpt.attention.CausalSelfAttention.forward"),
+             (ch02.check_grouped_query, lambda x, attn: attn(x)[0], "minigpt.attention.CausalSelfAttention.forward"),
+             (ch02.check_grouped_query, lambda x, attn: gqa_honest(x, attn, project=True),
+              "minigpt.attention.CausalSelfAttention.project")]
     for check, fn, name in cases:
         assert name in check.forbidden
         with pytest.raises(CheckFailed) as info:
@@ -268,3 +272,112 @@ def test_each_attention_mistake_is_named(wrong, fragment, offset):
         with pytest.raises(CheckFailed) as info:
             ch02.check_attention(wrong)
     assert fragment in str(info.value), str(info.value)
+
+
+# ---------------------------------------------------------------- 02.4: grouped-query attention
+
+def gqa_honest(x, attn, *, repeat="interleave", swap=False, proj=True, merge=True, mask=True, scale="head",
+               project=False):
+    """Grouped-query attention written out, independently of minigpt: the keywords plant one mistake
+    each (``repeat``: "interleave" right, "tile" the wrong order, "gather" right by indexing, "none"
+    no repeat at all; ``project=True`` calls the module's own projection, which the check refuses)."""
+    B, T, C = x.shape
+    H, H_kv, hs = attn.n_head, attn.n_kv_head, attn.head_size
+    g = H // H_kv
+    if project:
+        q, k, v = attn.project(x)
+    else:
+        q, k, v = attn.c_attn(x).split([H * hs, H_kv * hs, H_kv * hs], dim=2)
+        q = q.view(B, T, H, hs).transpose(1, 2)                                   # (B, H, T, hs)
+        k, v = (t.view(B, T, H_kv, hs).transpose(1, 2) for t in (k, v))           # (B, H_kv, T, hs)
+    if swap:
+        k, v = v, k
+    if repeat == "interleave":
+        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    elif repeat == "tile":
+        k, v = k.repeat(1, g, 1, 1), v.repeat(1, g, 1, 1)
+    elif repeat == "gather":
+        group = torch.arange(H) // g                                              # query head h -> kv head h // g
+        k, v = k[:, group], v[:, group]
+    s = q @ k.transpose(-2, -1) / {"head": math.sqrt(hs), "none": 1.0, "embd": math.sqrt(C)}[scale]
+    if mask:
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), NEG)
+    y = torch.softmax(s, -1) @ v                                                  # (B, H, T, hs)
+    y = y.transpose(1, 2).reshape(B, T, C) if merge else y.reshape(B, T, C)
+    return attn.c_proj(y) if proj else y
+
+
+GQA_MISTAKES = [
+    (dict(repeat="tile"), "h % n_kv_head"),
+    (dict(repeat="none"), "repeat each key/value head"),
+    (dict(swap=True), "swapped the keys and the values"),
+    (dict(proj=False), "output projection"),
+    (dict(merge=False), "without transposing back"),
+    (dict(mask=False), "missing causal mask"),
+    (dict(scale="none"), "no √d_k scaling"),
+    (dict(scale="embd"), "√n_embd"),
+]
+
+
+def _first_grouped_case_has(offset, pred):
+    with hidden_inputs(offset) if offset else nullcontext():
+        return pred(*ch02._gqa_cases(bool(offset))[0])
+
+
+@pytest.mark.parametrize("offset", [0, 101, 7919])
+@pytest.mark.parametrize("repeat", ["interleave", "gather"])
+def test_gqa_honest_answers_pass(repeat, offset, capsys):
+    with hidden_inputs(offset) if offset else nullcontext():
+        ch02.check_grouped_query(lambda x, attn: gqa_honest(x, attn, repeat=repeat))
+    assert capsys.readouterr().out.startswith("✅") != bool(offset)
+
+
+@pytest.mark.parametrize("offset", [0, 101, 7919])
+@pytest.mark.parametrize("mistake, fragment", GQA_MISTAKES, ids=[f for _, f in GQA_MISTAKES])
+def test_each_gqa_mistake_is_named(mistake, fragment, offset):
+    assert _first_grouped_case_has(offset, lambda nh, nkv, hs, B, T: 1 < nkv < nh and T > 1)
+    with hidden_inputs(offset) if offset else nullcontext():
+        with pytest.raises(CheckFailed) as info:
+            ch02.check_grouped_query(lambda x, attn: gqa_honest(x, attn, **mistake))
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_gqa_splitting_c_attn_in_three_equal_parts_is_named():
+    def thirds(x, attn):
+        q, k, v = attn.c_attn(x).split(x.shape[-1], dim=2)
+        return q
+    with pytest.raises(CheckFailed, match=r"n_head \+ 2·n_kv_head"):
+        ch02.check_grouped_query(thirds)
+
+
+def test_gqa_hidden_cases_cover_multi_query_multi_head_and_other_groups():
+    visible = ch02._gqa_cases(False)
+    for offset in (101, 7919, 123_457, 31_337):
+        with hidden_inputs(offset):
+            cases = ch02._gqa_cases(True)
+        assert not set(cases) & set(visible)
+        kinds = [(nkv == 1, nkv == nh, 1 < nkv < nh) for nh, nkv, *_ in cases]
+        assert kinds == [(False, False, True), (True, False, False), (False, True, False)]
+        for nh, nkv, hs, B, T in cases:
+            assert nh % nkv == 0 and 1 <= T <= 16
+            if 1 < nkv < nh:
+                assert nkv * nkv != nh  # repeating by n_kv_head instead of n_head // n_kv_head cannot pass by luck
+
+
+def test_gqa_reference_is_minigpts_grouped_module_and_sdpa_agrees():
+    """The module the check compares with, against PyTorch's SDPA given the keys and values repeated."""
+    import torch.nn.functional as F
+
+    from minigpt import GPTConfig
+    from minigpt.attention import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(GPTConfig(n_embd=24, n_head=6, n_kv_head=2, block_size=8)).eval()
+    x = torch.randn(2, 7, 24)
+    with torch.no_grad():
+        q, k, v = attn.c_attn(x).split([24, 8, 8], dim=2)
+        q = q.view(2, 7, 6, 4).transpose(1, 2)
+        k, v = (t.view(2, 7, 2, 4).transpose(1, 2).repeat_interleave(3, dim=1) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 7, 24)
+        assert torch.allclose(attn.c_proj(y), attn(x)[0], atol=1e-6)
+        assert torch.allclose(gqa_honest(x, attn), attn(x)[0], atol=1e-6)

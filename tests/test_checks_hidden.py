@@ -68,6 +68,22 @@ def _multi_head(x, attn):
     return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
+def _grouped_query(x, attn):
+    B, T, C = x.shape
+    H, H_kv, hs = attn.n_head, attn.n_kv_head, attn.head_size
+    q, k, v = attn.c_attn(x).split([H * hs, H_kv * hs, H_kv * hs], dim=2)
+    k, v = (_split(t, H_kv).repeat_interleave(H // H_kv, dim=1) for t in (k, v))  # query head h reads h // g
+    y = _attention(_split(q, H), k, v, torch.tril(torch.ones(T, T, dtype=torch.bool)))
+    return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def _sinusoids(T, C):
+    pe = torch.zeros(T, C)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] / 10000 ** (torch.arange(0, C, 2, dtype=torch.float64) / C)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe
+
+
 def _param_count(cfg):
     V, Tm, L, C = cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd
     b = 1 if cfg.bias else 0
@@ -210,12 +226,14 @@ HONEST = {
     # detached: E requires grad there, and hard_coded deep-copies answers, which only graph leaves allow
     ch01.check_onehot_embedding: lambda ids, E: (F.one_hot(ids, E.shape[0]).to(E.dtype) @ E).detach(),
     ch01.check_input_embedding: lambda idx, wte, wpe: wte[idx] + wpe[torch.arange(idx.shape[1])],
+    ch01.check_sinusoidal: _sinusoids,
     ch01.check_bpe_encode: _bpe_encode,
     ch02.check_attention: _attention,
     ch02.check_causal_mask: lambda t_q, t_k=None: torch.ones(t_q, t_q if t_k is None else t_k, dtype=torch.bool)
     .tril((t_q if t_k is None else t_k) - t_q),
     ch02.check_split_heads: _split,
     ch02.check_multi_head: _multi_head,
+    ch02.check_grouped_query: _grouped_query,
     ch02.check_padded_causal_attention: _left_padded,
     ch03.check_ffn: lambda x, W1, b1, W2, b2: torch.clamp(x @ W1 + b1, min=0) @ W2 + b2,
     ch03.check_gelu_grad: lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi),

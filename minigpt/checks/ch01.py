@@ -19,7 +19,7 @@ from ..tokenizer import BPETokenizer, CharTokenizer
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_vocab", "check_pair_counts", "check_merge", "check_onehot_embedding",
-           "check_input_embedding", "check_bpe_encode", "CheckFailed"]
+           "check_input_embedding", "check_sinusoidal", "check_bpe_encode", "CheckFailed"]
 
 _TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer"
 
@@ -300,6 +300,84 @@ def check_input_embedding(fn: Callable) -> None:
         if variant is not None and _same(got, variant):
             fail(message)
     fail("your result differs from wte[idx] + wpe[torch.arange(T)]")
+
+
+# ---------------------------------------------------------------- 01.5: sinusoidal positions
+
+def _sinusoids(T: int, C: int, *, two_i=None, start: int = 0, base: float = 10000.0, divide: bool = True,
+               order: str = "interleave") -> torch.Tensor:
+    """Vaswani et al. (2017, section 3.5), written out in float64: PE[pos, 2i] = sin(pos / base^(2i/C)),
+    PE[pos, 2i+1] = cos(the same). The keywords build the usual wrong versions: ``two_i`` the exponents'
+    numerators per pair (default 2i), ``start`` the first position, ``divide=False`` multiplies by the
+    factor, ``order`` "interleave" (the paper), "swap" (cos first) or "halves" (all sines, then all cosines)."""
+    pos = torch.arange(start, start + T, dtype=torch.float64)[:, None]          # (T, 1)
+    num = torch.arange(0, C, 2, dtype=torch.float64) if two_i is None else two_i  # (C/2,)
+    factor = base ** (num / C)
+    angle = pos / factor if divide else pos * factor                              # (T, C/2)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    if order == "halves":
+        return torch.cat([sin, cos], dim=1)
+    first, second = (cos, sin) if order == "swap" else (sin, cos)
+    return torch.stack([first, second], dim=2).reshape(T, C)                    # columns 2i, 2i+1 side by side
+
+
+def _sinusoid_cases() -> list[tuple[int, int]]:
+    """(T, C): visible, 10 positions of width 16. Hidden: other sizes, a long table of a GPT-like
+    width (float32 rounding grows with the position), and one position of one or two pairs."""
+    if not is_hidden():
+        return [(10, 16)]
+    r = draw(53)
+    return [(r.randint(11, 50), r.choice([6, 12, 20, 32])), (r.choice([200, 512]), r.choice([64, 128])),
+            (1, r.choice([2, 4]))]
+
+
+def check_sinusoidal(fn: Callable) -> None:
+    """Check ``fn(T, C)``: the (T, C) sinusoidal position table of Vaswani et al. (2017, section 3.5),
+    PE[pos, 2i] = sin(pos / 10000^(2i/C)), PE[pos, 2i+1] = cos(pos / 10000^(2i/C)), for even C;
+    compared with the formula computed here in float64."""
+    for T, C in _sinusoid_cases():
+        got = _call(fn, T, C, what=f"your sinusoidal_positions({T}, {C})")
+        if not isinstance(got, torch.Tensor):
+            fail(f"return a tensor, got {type(got).__name__}")
+        got = got.detach()
+        if not got.is_floating_point():
+            fail(f"your table has dtype {got.dtype}; sines and cosines need a float tensor (torch.float32 or float64)")
+        ref = _sinusoids(T, C)
+        if got.shape == (C, T) and T != C:
+            fail(f"your table has shape {tuple(got.shape)}, transposed: one row per position, one column per "
+                 "channel, (T, C)")
+        if got.shape != ref.shape:
+            fail(f"your table has shape {tuple(got.shape)}, expected (T, C) = ({T}, {C})")
+        if _same(got, ref, atol=1e-4):
+            continue
+        pairs = torch.arange(0, C, 2, dtype=torch.float64)
+        col = torch.arange(C, dtype=torch.float64)
+        own = torch.arange(T, dtype=torch.float64)[:, None] / 10000 ** (col / C)  # (T, C): each column its own index
+        for variant, message in [
+            (_sinusoids(T, C, order="swap"),
+             "sine and cosine are swapped: the even columns 2i hold the sine, the odd columns 2i+1 the cosine"),
+            (_sinusoids(T, C, order="halves"),
+             "you put all the sines first, then all the cosines; the paper interleaves them: column 2i is the "
+             "sine and column 2i+1 the cosine of the same frequency"),
+            (torch.where(col % 2 == 0, torch.sin(own), torch.cos(own)),
+             "columns 2i and 2i+1 share one frequency: the exponent is 2i/C for both, where 2i is the even "
+             "column of the pair; you gave the odd column its own index 2i+1"),
+            (_sinusoids(T, C, two_i=pairs / 2),
+             "the exponent is 2i/C, with i counting the pairs of columns (2i is the even column's index); you "
+             "used i/C, which makes the frequencies fall too slowly"),
+            (_sinusoids(T, C, two_i=pairs * C),
+             "the exponent is 2i/C: divide 2i by the width C, or almost every column is sin 0 = 0 and cos 0 = 1"),
+            (_sinusoids(T, C, divide=False),
+             "divide the position by 10000^(2i/C); you multiplied"),
+            (_sinusoids(T, C, start=1),
+             "positions count from 0: the first row is position 0, where every sine is 0 and every cosine 1"),
+        ]:
+            if _same(got, variant, atol=1e-4):
+                fail(message)
+        worst = (got.double() - ref).abs().max().item()
+        fail(f"your table differs from sin(pos / 10000^(2i/C)) in the even columns and cos of the same in the odd "
+             f"ones (largest difference {worst:.3g})")
+    passed("sinusoidal positions match the formula of Vaswani et al. (2017, section 3.5)")
 
 
 # ---------------------------------------------------------------- 01.6: encoding by merge rank

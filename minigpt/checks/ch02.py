@@ -18,7 +18,7 @@ from ..attention import CausalSelfAttention, attention, causal_mask
 from ..config import GPTConfig
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head",
+__all__ = ["check_attention", "check_causal_mask", "check_split_heads", "check_multi_head", "check_grouped_query",
            "check_padded_causal_attention", "CheckFailed"]
 
 
@@ -462,3 +462,115 @@ def check_padded_causal_attention(fn: Callable) -> None:
         fail(f"your output on the real queries differs from F.scaled_dot_product_attention with the mask "
              f"causal & key-is-real (largest difference {worst:.3g})")
     passed("padded causal attention matches PyTorch's scaled_dot_product_attention on every real query")
+
+
+GQA_FORBIDS = ('minigpt.attention.attention', 'minigpt.attention.CausalSelfAttention.forward',
+               'minigpt.attention.CausalSelfAttention.project',
+               'torch.nn.functional.scaled_dot_product_attention')
+
+
+def _gqa_cases(hidden: bool) -> list[tuple[int, int, int, int, int]]:
+    """(n_head, n_kv_head, head_size, B, T) for :func:`check_grouped_query`. Visible: 6 query heads
+    sharing 2 key/value heads (groups of 3). Hidden: another grouped case (8 or 12 query heads, a
+    group size other than n_kv_head, so that repeating by n_kv_head cannot pass by luck),
+    multi-query attention (n_kv_head = 1), and multi-head attention (n_kv_head = n_head), one of
+    them at T = 1 or the full block of 16."""
+    if not hidden:
+        return [(6, 2, 4, 2, 5)]
+    r = draw(17)
+    nh = r.choice([8, 12])
+    nkv = r.choice([d for d in range(2, nh) if nh % d == 0 and d * d != nh])
+    mha = r.choice([2, 5])
+    return [(nh, nkv, r.choice([2, 4, 6]), r.randint(1, 3), r.randint(2, 12)),
+            (r.choice([3, 4, 6]), 1, r.choice([2, 4]), r.randint(1, 3), r.choice([1, 16])),
+            (mha, mha, r.choice([2, 4]), r.randint(1, 3), r.randint(2, 12))]
+
+
+def _gqa_crash(e: Exception) -> str | None:
+    text = str(e)
+    if isinstance(e, ValueError) and "values to unpack" in text:
+        return ("c_attn(x) is not three blocks of n_embd: it has (n_head + 2·n_kv_head)·head_size channels, "
+                "the queries, then the keys, then the values. Split it with the sizes "
+                "[n_head * head_size, n_kv_head * head_size, n_kv_head * head_size]")
+    if isinstance(e, RuntimeError) and "must match the size" in text:
+        return ("the queries have n_head heads but the keys and values n_kv_head: repeat each key/value "
+                "head for the n_head // n_kv_head query heads of its group, along the head axis (dim=1), "
+                "before the scores")
+    if isinstance(e, RuntimeError) and "is invalid for input of size" in text:
+        return ("a view does not fit: the queries have n_head heads, the keys and values n_kv_head heads, "
+                "each of head_size = n_embd // n_head channels")
+    return None
+
+
+@forbids(*GQA_FORBIDS)
+def check_grouped_query(fn: Callable) -> None:
+    """Check ``fn(x, attn)``: grouped-query causal self-attention by hand with the weights of a
+    :class:`~minigpt.attention.CausalSelfAttention` built with ``GPTConfig(n_kv_head=...)``
+    (``attn.c_attn``, ``attn.c_proj``, ``attn.n_head``, ``attn.n_kv_head``, ``attn.head_size``),
+    compared with ``attn(x)[0]``: query head h uses key/value head h // (n_head // n_kv_head)."""
+    for i, (nh, nkv, hs, B, T) in enumerate(_gqa_cases(is_hidden())):
+        cfg = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=nh, n_kv_head=nkv, n_embd=nh * hs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeded(17) + i)
+            attn = CausalSelfAttention(cfg).eval()
+            with torch.no_grad():  # non-zero biases and distinct heads, so every mistake shows
+                for p in attn.parameters():
+                    p.normal_(0.0, 0.3)
+            x = torch.randn(B, T, cfg.n_embd)
+        with torch.no_grad():
+            ref = attn(x)[0]  # (B, T, C)
+            got = _tensor(_call(fn, x.clone(), attn, what="your grouped-query attention", explain=_gqa_crash),
+                          "the output")
+            if _same(got, ref, atol=1e-4):
+                continue
+            label = f"(n_head = {nh}, n_kv_head = {nkv})"
+            if got.shape != ref.shape:
+                fail(f"{label} your output has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = "
+                     "(B, T, n_embd): put the heads side by side again (.transpose(1, 2), then "
+                     ".reshape(B, T, n_embd)) and apply attn.c_proj")
+            C, g = cfg.n_embd, nh // nkv
+            q, k, v = attn.c_attn(x).split([nh * hs, nkv * hs, nkv * hs], dim=2)
+
+            def heads(t, n):  # (B, T, n·hs) -> (B, n, T, hs)
+                return t.view(B, T, n, hs).transpose(1, 2)
+
+            def run(q, k, v, mask=True, scale=math.sqrt(hs), merge=True, proj=True):
+                s = q @ k.transpose(-2, -1) / scale
+                if mask:
+                    s = s.masked_fill(~causal_mask(T), float("-inf"))
+                y = torch.softmax(s, -1) @ v  # (B, nh, T, hs)
+                y = y.transpose(1, 2).reshape(B, T, C) if merge else y.reshape(B, T, C)
+                return attn.c_proj(y) if proj else y
+
+            Q = heads(q, nh)
+            K, V = (heads(t, nkv).repeat_interleave(g, dim=1) for t in (k, v))
+            candidates = [
+                (run(Q, heads(k, nkv).repeat(1, g, 1, 1), heads(v, nkv).repeat(1, g, 1, 1)) if 1 < nkv < nh else None,
+                 "query head h must use key/value head h // (n_head // n_kv_head): consecutive query heads "
+                 "share one. .repeat (or torch.cat of copies) lays the key/value heads out as 0, 1, …, 0, 1, …, "
+                 "which gives query head h the key/value head h % n_kv_head; use "
+                 ".repeat_interleave(n_head // n_kv_head, dim=1), which lays them out as 0, 0, …, 1, 1, …"),
+                (run(Q, V, K),
+                 "you swapped the keys and the values: c_attn's outputs are the queries, then the keys, then the "
+                 "values"),
+                (run(Q, K, V, proj=False),
+                 "you forgot the output projection: apply attn.c_proj (W_O) to the concatenated heads"),
+                (run(Q, K, V, merge=False) if nh > 1 and T > 1 else None,
+                 "you merged the heads without transposing back: y is (B, n_head, T, head_size), so "
+                 "y.transpose(1, 2) first (positions before heads), then .reshape(B, T, n_embd)"),
+                (run(Q, K, V, mask=False) if T > 1 else None,
+                 "missing causal mask: each token attends to later tokens too; pass my_causal_mask(T)"),
+                (run(Q, K, V, scale=1.0),
+                 "no √d_k scaling: divide the scores by math.sqrt(head_size), the size of one head"),
+                (run(Q, K, V, scale=math.sqrt(C)),
+                 "you scaled by √n_embd; d_k is the size of one head, attn.head_size"),
+            ]
+            for variant, message in candidates:
+                if variant is not None and _same(got, variant, atol=1e-4):
+                    fail(f"{label} {message}")
+            worst = (got - ref).abs().max().item()
+            fail(f"{label} your output differs from CausalSelfAttention (largest difference {worst:.3g}): split "
+                 "c_attn(x) into the queries (n_head heads) and the keys and values (n_kv_head heads each); give "
+                 "query head h the key/value head h // (n_head // n_kv_head); attention with the causal mask; "
+                 "merge the heads; apply c_proj")
+    passed("grouped-query attention matches minigpt's CausalSelfAttention(GPTConfig(n_kv_head=...))")
