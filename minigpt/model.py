@@ -29,9 +29,10 @@ class ReLU2(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise FFN: W₂·act(W₁x + b₁) + b₂, 4× wider inside (GPT-2's c_fc, c_proj).
+    """Position-wise FFN: act(xW₁ + b₁)W₂ + b₂ for a row vector x, 4× wider inside (GPT-2's c_fc,
+    c_proj; ``nn.Linear`` stores each matrix transposed, ``c_fc.weight`` = W₁ᵀ).
 
-    With ``activation="swiglu"`` (Llama) a gate joins in: W₂·(SiLU(W_g x) ⊙ W₁x), with
+    With ``activation="swiglu"`` (Llama) a gate joins in: (SiLU(xW_g) ⊙ xW₁)W₂, with
     ``c_gate`` = W_g (Llama's gate_proj), ``c_fc`` = W₁ (up_proj), ``c_proj`` = W₂ (down_proj).
     """
 

@@ -150,7 +150,7 @@ def test_release_embeds_images_and_refuses_to_overwrite(tmp_path):
     (out,) = release([NOTEBOOKS / "03_ffn_and_block.ipynb"], tmp_path)
     nb = _read(out)
     assert "../assets" not in json.dumps([cell_source(c) for c in nb.cells])
-    assert any("gpt_block.svg" in c.get("attachments", {}) for c in nb.cells if c.cell_type == "markdown")
+    assert any("gpt_block.png" in c.get("attachments", {}) for c in nb.cells if c.cell_type == "markdown")
     with pytest.raises(AssignmentError, match="overwrite"):
         release([NOTEBOOKS / "03_ffn_and_block.ipynb"], NOTEBOOKS)
 

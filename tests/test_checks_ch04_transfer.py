@@ -1,4 +1,5 @@
-"""The transfer exercises of chapter 04 (04.7 sliding windows, 04.8 a trigram model): the honest
+"""The transfer exercises of chapter 04 (04.3 cross-entropy that skips -100 targets, 04.7 sliding windows,
+04.8 a trigram model): the honest
 answers pass, on visible and hidden inputs, and each mistake the chapter names, planted in a small
 wrong implementation, fails with the message that names it, on visible and hidden inputs alike."""
 
@@ -39,6 +40,82 @@ def passes(check, fn, capsys):
     for offset in (*OFFSETS[1:], *range(1, 40)):
         with hidden_inputs(offset):
             check(fn)
+
+
+# ---------------------------------------------------------------- 04.3 cross-entropy that skips -100
+
+def ce(logits, targets, real=lambda t: t != -100, logp=lambda z: torch.log_softmax(z, -1), count=None):
+    """The honest answer, with a planted mistake where an argument is changed."""
+    mask = real(targets)                                                      # (B, T)
+    nll = -logp(logits).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)  # (B, T)
+    return (nll * mask).sum() / (mask.sum() if count is None else count(mask))
+
+
+def ce_by_indexing(logits, targets):  # another honest answer: select the real positions, then look up
+    real = targets != -100
+    return -torch.log_softmax(logits[real], -1)[torch.arange(int(real.sum())), targets[real]].mean()
+
+
+def test_cross_entropy_honest_answers_pass(capsys):
+    passes(ch04.check_cross_entropy, ce, capsys)
+    passes(ch04.check_cross_entropy, ce_by_indexing, capsys)
+    passes(ch04.check_cross_entropy, lambda lo, t: float(ce(lo.double(), t)), capsys)
+
+
+def test_cross_entropy_mistakes_are_named():
+    check = ch04.check_cross_entropy
+
+    def as_index(lo, t):  # -100 used as a token index: a crash for V < 100, token V - 100 otherwise
+        B, T, _ = lo.shape
+        return -torch.log_softmax(lo, -1)[torch.arange(B)[:, None], torch.arange(T), t].mean()
+
+    def row_means(lo, t):
+        real = t != -100
+        nll = -torch.log_softmax(lo, -1).gather(-1, t.clamp(min=0)[..., None]).squeeze(-1)
+        return ((nll * real).sum(1) / real.sum(1)).nan_to_num().sum() / real.any(1).sum()
+
+    fails_with(check, lambda lo, t: ce(lo, t, count=lambda m: m.numel()), "all B×T positions")
+    fails_with(check, lambda lo, t: ce(lo, t, real=lambda t: torch.ones_like(t, dtype=torch.bool)), "scored (as token 0)")
+    fails_with(check, as_index, "not a token id")
+    fails_with(check, lambda lo, t: -torch.log_softmax(lo, -1).gather(-1, t[..., None]).mean(), "not a token id")
+    fails_with(check, lambda lo, t: ce(lo, t, real=lambda t: t > 0), "equal to 0")
+    fails_with(check, row_means, "each sequence")
+    fails_with(check, lambda lo, t: ce(lo, t, count=lambda m: m.sum().clamp(min=1)), "0/0 = nan")
+    fails_with(check, lambda lo, t: ce(lo, t, count=lambda m: 1), "summed")
+    fails_with(check, lambda lo, t: -ce(lo, t), "sign")
+    fails_with(check, lambda lo, t: ce(lo, t, logp=lambda z: torch.log_softmax(z, 1)), "wrong axis")
+    fails_with(check, lambda lo, t: ce(lo, t, logp=lambda z: z), "raw logits")
+    fails_with(check, lambda lo, t: ce(lo, t, logp=lambda z: torch.softmax(z, -1)), "average of -log p")
+    fails_with(check, lambda lo, t: ce(lo, t) / math.log(2), "base 2")
+
+
+def test_cross_entropy_refuses_the_torch_loss_and_its_hints_give_no_code():
+    assert {"torch.nn.functional.cross_entropy", "torch.nn.NLLLoss"} <= set(ch04.check_cross_entropy.forbidden)
+    fails_with(ch04.check_cross_entropy,
+               lambda lo, t: torch.nn.functional.cross_entropy(lo.view(-1, lo.size(-1)), t.view(-1)),
+               "write it by hand", "torch.nn.functional.cross_entropy")
+    for error in ("Expected target size (2, 9), got [2, 6]", "index -100 is out of bounds for dimension 2 with size 9"):
+        hint = ch04._ce_hint(error)
+        assert hint and "cross_entropy" not in hint and "clamp" not in hint
+
+
+def test_cross_entropy_hidden_cases_cover_padding_edge_cases_and_a_large_vocabulary():
+    seen = []
+
+    def spy(lo, t):
+        seen.append((tuple(lo.shape), t.clone()))
+        return ce(lo, t)
+
+    for offset in range(1, 25):
+        with hidden_inputs(offset):
+            ch04.check_cross_entropy(spy)
+    real = [(t != -100) for _, t in seen]
+    assert any(not r.any() for r in real)                                   # nothing to average: nan
+    assert any(r.all() for r in real)                                       # no padding at all
+    assert any(r.any() and (~r.any(1)).any() for r in real)                 # a whole row of padding
+    assert any(shape[-1] > 100 for shape, _ in seen)                        # -100 would wrap, not crash
+    assert all((t == 0).any() for t, r in zip((t for _, t in seen), real) if r.any())  # token 0 is real
+    assert len({shape for shape, _ in seen}) > 40                           # they vary with the secret
 
 
 # ---------------------------------------------------------------- 04.7 sliding windows
@@ -219,10 +296,6 @@ def test_trigram_non_accumulating_plus_equals_is_named():
     _named_when_wrong(ch04.check_trigram, plus_equals, "does not accumulate")
 
 
-def test_cross_entropy_forbids_the_torch_loss_and_hint_gives_no_code():
-    assert "torch.nn.functional.cross_entropy" in ch04.check_cross_entropy.forbidden
-    hint = ch04._ce_hint("Expected target size (2, 9), got [2, 6]")
-    assert hint and "cross_entropy" not in hint
 
 
 def test_perplexity_message_names_no_vocabulary_size(capsys):

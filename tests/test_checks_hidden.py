@@ -115,6 +115,12 @@ def _seq_logprob(model, ids):
     return torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), ids[1:]].sum()
 
 
+def _cross_entropy_skipping(logits, targets):
+    real = targets != -100
+    nll = -torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    return nll[real].mean()  # nan when no target is real, as F.cross_entropy
+
+
 def _bigram(ids, V, alpha):
     N = torch.zeros(V, V, dtype=torch.float64)
     N.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), accumulate=True)
@@ -244,7 +250,7 @@ HONEST = {
     ch03.check_post_ln_block: lambda x, blk: (lambda h: blk.ln_2(h + blk.mlp(h)))(blk.ln_1(x + blk.attn(x)[0])),
     ch04.check_sequence_logprob: _seq_logprob,
     ch04.check_shift: lambda ids: (ids[:, :-1], ids[:, 1:]),
-    ch04.check_cross_entropy: lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t[..., None]).mean(),
+    ch04.check_cross_entropy: _cross_entropy_skipping,
     ch04.check_uniform_loss: lambda V: math.log(V),
     ch04.check_perplexity: math.exp,
     ch04.check_bits_per_char: lambda loss: loss / math.log(2),

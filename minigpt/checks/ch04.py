@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import GPTConfig
 from ..data import iter_eval_windows
 from ..model import GPT
-from ..objective import lm_loss, sequence_logprob, shift_for_lm
+from ..objective import sequence_logprob, shift_for_lm
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
 __all__ = ["check_sequence_logprob", "check_shift", "check_cross_entropy", "check_uniform_loss",
@@ -33,13 +33,6 @@ def _call(fn: Callable, *args, what: str = "your function", hint: Callable[[str]
         except Exception as e:  # noqa: BLE001 - turn any crash into a friendly message
             fail(f"{what} raised {type(e).__name__}: {e}{hint(str(e))}")
     return out
-
-
-def _ce_hint(error: str) -> str:
-    if "target" in error.lower() and ("size" in error.lower() or "shape" in error.lower()):
-        return (" — check the shapes: logits are (B, T, V) and targets (B, T); the log-probability of each "
-                "target is picked from the last axis (dim=-1) of the log-softmax, one per (b, t) position")
-    return ""
 
 
 def _number(x, what: str) -> float:
@@ -148,37 +141,113 @@ def check_shift(fn: Callable) -> None:
     fail("your (x, y) differ from x = ids[:, :-1], y = ids[:, 1:]")
 
 
+IGNORE = -100  # the target of a position the loss skips (padding, a prompt): PyTorch's default ignore_index
+
+
+def _ce_hint(error: str) -> str:
+    e = error.lower()
+    if "-100" in e or "out of bounds" in e or "non-negative" in e:
+        return (" — -100 is not a token id, so it cannot be looked up: keep a mask of the real targets, look up "
+                "a valid id in place of each -100, and leave those positions out of the mean")
+    if "target" in e and ("size" in e or "shape" in e):
+        return (" — check the shapes: logits are (B, T, V) and targets (B, T); the log-probability of each "
+                "target is picked from the last axis (dim=-1) of the log-softmax, one per (b, t) position")
+    return ""
+
+
+def _ce_batches(g: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, targets) batches with targets of -100 where a position is skipped. Every batch that has
+    real targets has one equal to 0 (a real token), and rows with different numbers of real targets.
+    Visible: one batch padded at the end of one row and at the start (a prompt) of the other, and one
+    batch with no real target at all. Hidden: other shapes, a vocabulary larger than 100 (where -100
+    used as an index does not crash), a whole row of padding, no padding, and again no real target."""
+
+    def batch(B: int, T: int, V: int, skipped: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.randn(B, T, V, generator=g) * 2
+        targets = torch.randint(0, V, (B, T), generator=g)
+        for b, (start, end) in enumerate(skipped):  # row b: real targets at positions start … end-1
+            targets[b, :start] = IGNORE
+            targets[b, end:] = IGNORE
+            if end > start and b == 0:
+                targets[b, start] = 0
+        return logits, targets
+
+    if not is_hidden():
+        return [batch(2, 7, 9, [(0, 4), (2, 7)]), batch(2, 3, 5, [(3, 3), (3, 3)])]
+    r = draw(31)
+    B, T = r.randint(2, 4), r.randint(4, 12)
+    rows = [(r.randint(0, 1), r.randint(T - 2, T)) for _ in range(B)]
+    rows[0], rows[1] = (0, T - 3), (2, T)  # two rows with different numbers of real targets
+    V = r.choice([r.randint(2, 40), r.randint(101, 160)])
+    B2, T2, V2 = r.randint(2, 3), r.randint(3, 9), r.randint(101, 140)
+    B3, T3, V3 = r.randint(1, 3), r.randint(2, 10), r.randint(2, 60)
+    B4, T4, V4 = r.randint(1, 4), r.randint(1, 8), r.randint(2, 150)
+    return [batch(B, T, V, rows),
+            batch(B2, T2, V2, [(1, T2), (0, 0)] + [(0, T2)] * (B2 - 2)),  # row 1 all padding
+            batch(B3, T3, V3, [(0, T3)] * B3),                              # no padding
+            batch(B4, T4, V4, [(0, 0)] * B4)]                               # no real target at all
+
+
 @forbids('minigpt.objective.lm_loss', 'torch.nn.functional.cross_entropy',
-         'torch.nn.functional.nll_loss', 'torch.nn.CrossEntropyLoss')
+         'torch.nn.functional.nll_loss', 'torch.nn.CrossEntropyLoss', 'torch.nn.NLLLoss')
 def check_cross_entropy(fn: Callable) -> None:
-    """Check ``fn(logits, targets)``: mean over positions of -log softmax(logits)[target],
-    logits (B, T, V), targets (B, T); compared with ``minigpt.lm_loss``."""
+    """Check ``fn(logits, targets)``: the mean of -log softmax(logits)[target] over the positions whose
+    target is not -100, logits (B, T, V), targets (B, T); nan when every target is -100 (nothing to
+    average). Compared with ``F.cross_entropy(..., ignore_index=-100)``."""
     g = torch.Generator().manual_seed(seeded(31))
-    B, T, V = 2, 6, 9
-    if is_hidden():
-        r = draw(31)
-        B, T, V = r.randint(2, 4), r.choice([1, r.randint(2, 12)]), r.randint(2, 40)  # B*T > 1: sum != mean
-    logits = torch.randn(B, T, V, generator=g) * 2
-    targets = torch.randint(0, V, (B, T), generator=g)
-    ref = float(lm_loss(logits, targets))
-    got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy", hint=_ce_hint), "the loss")
-    if _close(got, ref):
-        passed(f"cross-entropy {ref:.4f} matches minigpt.lm_loss and F.cross_entropy")
-        return
-    logits_d = logits.double()
-    logp = torch.log_softmax(logits_d, -1).gather(-1, targets[..., None]).squeeze(-1)
-    logp_t = torch.log_softmax(logits_d, 1).gather(-1, targets[..., None]).squeeze(-1)
-    p = torch.softmax(logits_d, -1).gather(-1, targets[..., None]).squeeze(-1)
-    raw = logits_d.gather(-1, targets[..., None]).squeeze(-1)
-    _name_mistake(got, ref, [
-        (-logp.sum(), "you summed; the loss is the mean over the B×T positions"),
-        (logp.mean(), "sign: the loss is the NEGATIVE log-likelihood, -log p (a positive number)"),
-        (-logp_t.mean(), "softmax over the wrong axis: normalize over the vocabulary (dim=-1), not over time"),
-        (-raw.mean(), "you used raw logits; take log_softmax(logits, dim=-1) first"),
-        (-p.mean(), "you averaged -p; the loss is the average of -log p"),
-        (-torch.log(p.mean()), "you took the log of the mean probability; the loss is the mean of -log p"),
-        (-logp.mean() / math.log(2), "you used log base 2 (bits); the loss is in nats (natural log)"),
-    ], "your cross-entropy differs from minigpt.lm_loss")
+    for logits, targets in _ce_batches(g):
+        B, T, V = logits.shape
+        ref = float(F.cross_entropy(logits.reshape(-1, V).double(), targets.reshape(-1), ignore_index=IGNORE))
+        got = _number(_call(fn, logits.clone(), targets.clone(), what="your cross-entropy", hint=_ce_hint),
+                      "the loss")
+        if math.isnan(ref):
+            if math.isnan(got):
+                continue
+            fail("every target of this batch is -100: there is nothing to average, so the loss is 0/0 = nan (as "
+                 "F.cross_entropy gives); you returned a number. Divide the sum over the real targets by their count")
+        if _close(got, ref):
+            continue
+        if math.isnan(got):
+            fail("your loss is nan on a batch that has real targets: a -100 target (or an empty row) reached the "
+                 "mean; average over the real targets only, all rows together")
+        real = targets != IGNORE                                               # (B, T)
+        logp_all = torch.log_softmax(logits.double(), -1)                      # (B, T, V)
+        logp = logp_all.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)  # (B, T); -100 reads token 0
+        n = real.sum()
+        candidates = [
+            (-(logp * real).sum() / real.numel(), "you divided by all B×T positions: the -100 positions must not "
+                                                  "count; divide by the number of real targets"),
+            (-logp.mean(), "the -100 positions were scored (as token 0): leave every position whose target is "
+                           "-100 out of the sum and out of the count"),
+            (-logp[targets > 0].mean(), "you left out the targets equal to 0 as well: 0 is a real token id; only "
+                                        "-100 marks a position to skip"),
+            (-torch.stack([logp[b][real[b]].mean() for b in range(B) if real[b].any()]).mean(),
+             "you averaged each sequence's targets first, then the sequences: a row with few real targets then "
+             "weighs as much as a full one. Average over all real targets of the batch together"),
+            (-(logp * real).sum(), "you summed; the loss is the mean over the real targets"),
+            ((logp * real).sum() / n, "sign: the loss is the NEGATIVE log-likelihood, -log p (a positive number)"),
+            (-(torch.log_softmax(logits.double(), 1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+               * real).sum() / n, "softmax over the wrong axis: normalize over the vocabulary (dim=-1), not over time"),
+            (-(logits.double().gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1) * real).sum() / n,
+             "you used raw logits; take log_softmax(logits, dim=-1) first"),
+            (-(logp.exp() * real).sum() / n, "you averaged -p; the loss is the average of -log p"),
+            (-torch.log((logp.exp() * real).sum() / n), "you took the log of the mean probability; the loss is the "
+                                                        "mean of -log p"),
+            (-(logp * real).sum() / n / math.log(2), "you used log base 2 (bits); the loss is in nats (natural log)"),
+        ]
+        if V > 100:  # -100 as an index counts from the end: token V - 100, silently
+            wrapped = logp_all.gather(-1, (targets % V)[..., None]).squeeze(-1)
+            candidates[:0] = [(-wrapped.mean(), "-100 is not a token id: used as an index it counts from the end "
+                                                "and reads token V − 100. Leave the -100 positions out of the sum "
+                                                "and out of the count"),
+                              (-(wrapped * real).sum() / real.numel(), "you divided by all B×T positions: the -100 "
+                               "positions must not count; divide by the number of real targets")]
+        for value, message in candidates:
+            if _close(got, float(value)):
+                fail(message)
+        fail(f"your cross-entropy differs from F.cross_entropy(..., ignore_index=-100) on a batch of shape "
+             f"(B, T, V) = {(B, T, V)}: take the mean of -log_softmax(logits, dim=-1)[target] over the real targets")
+    passed("cross-entropy over the real targets (-100 skipped) matches F.cross_entropy(ignore_index=-100)")
 
 
 def check_uniform_loss(answer, vocab_size: int = 50257) -> None:
