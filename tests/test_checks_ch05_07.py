@@ -115,6 +115,29 @@ def test_top_k_reference_and_mistakes(capsys):
     fails_with(ch07.check_top_k, lambda z, k: torch.softmax(_top_k_ref(z, k), -1), "not probabilities")
 
 
+def _top_k_exactly(z, k):
+    """Exactly k survive, even with ties (as minigpt's process_logits does)."""
+    keep = torch.zeros_like(z, dtype=torch.bool).scatter(0, z.topk(k).indices, True)
+    return z.masked_fill(~keep, float("-inf"))
+
+
+@pytest.mark.parametrize("offset", [101, 7919, 31_337])
+def test_top_k_tie_accepts_exactly_k_or_every_tied_logit(offset, capsys):
+    """The hidden runs add a tie at the k-th largest logit. Keeping exactly k (minigpt) and keeping
+    every tied logit (Hugging Face's TopKLogitsWarper, and the notebook's solution) both pass, as
+    the pass message says; keeping only the logits above the k-th largest (a strict >) does not."""
+    from minigpt.checks import hidden_inputs
+
+    for fn in (_top_k_exactly, _top_k_ref):
+        passes(ch07.check_top_k, fn, capsys)
+        with hidden_inputs(offset):
+            ch07.check_top_k(fn)
+    ch07.check_top_k(_top_k_exactly)
+    assert "exactly k or every tied logit" in capsys.readouterr().out
+    with hidden_inputs(offset), pytest.raises(CheckFailed, match=r"not > it"):
+        ch07._top_k_tie(lambda z, k: z.masked_fill(z <= z.topk(k).values[-1], float("-inf")))
+
+
 def _top_p(probs, p, *, crossing=True, renorm=True, sort=True):
     if sort:
         sp, order = probs.sort(descending=True)
@@ -155,3 +178,11 @@ def test_repetition_penalty_reference_and_mistakes(capsys):
     fails_with(ch07.check_repetition_penalty, lambda *a: _penalize(*a, kind="divide"), "negative logit")
     fails_with(ch07.check_repetition_penalty, lambda *a: _penalize(*a, kind="twice"), "once per occurrence")
     fails_with(ch07.check_repetition_penalty, lambda *a: _penalize(*a, kind="subtract"), "subtracted")
+
+
+def test_repetition_penalty_names_the_sign_aware_rule_not_ctrl():
+    """An answer that matches no listed mistake is told the rule it missed: Hugging Face's
+    sign-aware form. CTRL itself divides every seen logit, the mistake the chapter warns about."""
+    msg = fails_with(ch07.check_repetition_penalty, lambda z, prev, theta: _penalize(z, prev, theta ** 2),
+                     "sign-aware (Hugging Face) rule", "multiply a negative one")
+    assert "CTRL" not in msg

@@ -279,7 +279,7 @@ def test_nbgrader_export_embeds_images_and_keeps_hints_outside_the_solution(tmp_
     nb = nbformat.read(out, as_version=4)
     md = [c for c in nb.cells if c.cell_type == "markdown"]
     assert "../assets" not in "".join(cell_source(c) for c in md)
-    assert any("kv_cache.svg" in c.get("attachments", {}) for c in md)
+    assert any("kv_cache.png" in c.get("attachments", {}) for c in md)
     for c in nb.cells:
         if "nbgrader" in c.metadata and c.metadata.nbgrader["solution"]:
             text = cell_source(c)

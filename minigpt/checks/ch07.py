@@ -119,7 +119,8 @@ def check_top_k(fn: Callable) -> None:
         fail(f"for k={k} your logits differ: keep the {k} largest unchanged and set the rest to -inf")
     if is_hidden():
         _top_k_tie(fn)
-    passed("top-k keeps exactly the k largest logits, the rest get -inf")
+    passed("top-k keeps the k largest logits and sets the rest to -inf (with a tie at the k-th largest, "
+           "exactly k or every tied logit)")
 
 
 def _top_k_tie(fn: Callable) -> None:
@@ -210,8 +211,9 @@ def check_top_p(fn: Callable) -> None:
 
 @forbids('minigpt.sampling.process_logits', 'minigpt.sampling.next_token_distributions')
 def check_repetition_penalty(fn: Callable) -> None:
-    """Check ``fn(logits, prev_ids, penalty) -> logits`` (CTRL): for each distinct token in
-    ``prev_ids``, a positive logit is divided by the penalty, a negative one multiplied by it."""
+    """Check ``fn(logits, prev_ids, penalty) -> logits``, the sign-aware (Hugging Face) form of CTRL's
+    repetition penalty: for each distinct token in ``prev_ids``, a positive logit is divided by the
+    penalty, a negative one multiplied by it (CTRL itself divides every seen logit)."""
     z = _logits(9)
     if not is_hidden():
         z[2], z[5] = 1.5, -1.2  # one positive and one negative seen token
@@ -247,8 +249,9 @@ def check_repetition_penalty(fn: Callable) -> None:
         sub = z.clone()
         sub[prev.unique()] -= penalty
         if _same(got, sub):
-            fail("the CTRL penalty divides (or multiplies) the logit by the penalty; you subtracted it")
-        fail(f"for penalty {penalty} your logits differ from the CTRL rule")
+            fail("the repetition penalty divides (or multiplies) the logit by the penalty; you subtracted it")
+        fail(f"for penalty {penalty} your logits differ from the sign-aware (Hugging Face) rule: divide each "
+             "seen token's positive logit by the penalty, multiply a negative one by it")
     passed("repetition penalty: positive logits / penalty, negative logits × penalty, each seen token once")
 
 
