@@ -171,11 +171,14 @@ def _train_loop(model, batches, lrs, clip):
     return losses
 
 
-def _sft(prompt, response):
-    s = torch.tensor(list(prompt) + list(response))
-    x, y = s[:-1], s[1:].clone()
-    y[: len(prompt) - 1] = -100
-    return x, y
+def _chat(turns):
+    x, y = [], []
+    for role, ids in turns:
+        for t in ids:
+            if x:  # every token after the first is the target of the one before it
+                y.append(t if role == "assistant" else -100)
+            x.append(t)
+    return torch.tensor(x[:-1]), torch.tensor(y)
 
 
 def _top_k(logits, k):
@@ -261,7 +264,7 @@ HONEST = {
     ch05.check_lr_schedule: _lr,
     ch05.check_train_step: _train_step,
     ch05.check_train_loop: _train_loop,
-    ch06.check_sft_targets: _sft,
+    ch06.check_chat_targets: _chat,
     ch06.check_lora_forward: lambda x, W, b, A, B, alpha, r: x @ W.T + b + (alpha / r) * (x @ A.T @ B.T),
     ch06.check_lora_init: lambda i, o, r: (torch.randn(r, i) / i ** 0.5, torch.zeros(o, r)),
     ch06.check_lora_count: lambda C, L, r: L * r * (4 * C + 2 * C + 5 * C + 5 * C),

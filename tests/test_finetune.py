@@ -213,6 +213,29 @@ def test_choice_logprobs_is_the_chain_rule(gpt):
     assert out[1, 1].item() == pytest.approx((logp[0, 1, 7] + logp[0, 2, 8]).item(), abs=1e-5)
 
 
+def test_choice_logprobs_rules_match_a_hand_computation(gpt):
+    """sum, mean and first against log_softmax of each unpadded prompt + choice, one at a time."""
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]  # different lengths: batches are padded
+    choices = [[11], [12, 13], [14, 15, 16]]  # different lengths and first tokens
+    terms = [[[] for _ in choices] for _ in prompts]
+    for i, p in enumerate(prompts):
+        for k, c in enumerate(choices):
+            logp = torch.log_softmax(gpt(torch.tensor([p + c]))[0][0], -1)  # (T, V)
+            terms[i][k] = [logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)]
+    expected = {"sum": [[sum(t) for t in row] for row in terms],
+                "mean": [[sum(t) / len(t) for t in row] for row in terms],
+                "first": [[t[0] for t in row] for row in terms]}
+    for rule, want in expected.items():
+        got = choice_logprobs(gpt, prompts, choices, batch_size=2, rule=rule)  # two batches
+        assert got.shape == (3, 3)
+        assert torch.allclose(got, torch.tensor(want), atol=1e-5), rule
+    assert not torch.allclose(torch.tensor(expected["sum"]), torch.tensor(expected["first"]))
+    with pytest.raises(ValueError, match="first tokens"):
+        choice_logprobs(gpt, prompts, [[11, 12], [11, 13]], rule="first")
+    with pytest.raises(ValueError, match="rule"):
+        choice_logprobs(gpt, prompts, choices, rule="max")
+
+
 # ------------------------------------------------------------------ LoRA
 
 def test_lora_with_zero_b_leaves_outputs_unchanged(gpt):

@@ -1,4 +1,5 @@
-"""The chapter 06 checks accept the reference answers and name the usual mistakes."""
+"""The chapter 06 checks accept the reference answers and name the usual mistakes (06.1, the
+conversation's loss mask: tests/test_checks_ch06_transfer.py)."""
 
 import pytest
 import torch
@@ -12,39 +13,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def sft_good(p, r):
-    s = torch.tensor(p + r)
-    y = s[1:].clone()
-    y[:len(p) - 1] = -100
-    return s[:-1], y
-
-
-def sft_nomask(p, r):
-    s = torch.tensor(p + r)
-    return s[:-1], s[1:]
-
-
-def sft_off_by_one(p, r):
-    s = torch.tensor(p + r)
-    y = s[1:].clone()
-    y[:len(p)] = -100
-    return s[:-1], y
-
-
-def sft_zero(p, r):
-    s = torch.tensor(p + r)
-    y = s[1:].clone()
-    y[:len(p) - 1] = 0
-    return s[:-1], y
-
-
-def sft_masks_response(p, r):
-    s = torch.tensor(p + r)
-    y = s[1:].clone()
-    y[len(p) - 1:] = -100
-    return s[:-1], y
 
 
 def fwd_good(x, W, b, A, B, alpha, r):
@@ -84,7 +52,7 @@ def count_one_block(C, L, r):
 
 
 @pytest.mark.parametrize("check, good", [
-    (ch06.check_sft_targets, sft_good), (ch06.check_lora_forward, fwd_good),
+    (ch06.check_lora_forward, fwd_good),
     (ch06.check_lora_init, init_good), (ch06.check_lora_count, count_good)])
 def test_reference_answers_pass(check, good, capsys):
     check(good)
@@ -92,10 +60,6 @@ def test_reference_answers_pass(check, good, capsys):
 
 
 @pytest.mark.parametrize("check, bad, words", [
-    (ch06.check_sft_targets, sft_nomask, "no loss mask"),
-    (ch06.check_sft_targets, sft_off_by_one, "off by one"),
-    (ch06.check_sft_targets, sft_zero, "masked with 0"),
-    (ch06.check_sft_targets, sft_masks_response, "other way round"),
     (ch06.check_lora_forward, fwd_noscale, "forgot the scaling"),
     (ch06.check_lora_forward, fwd_inverted, "inverted"),
     (ch06.check_lora_init, init_random_b, "B must start at zero"),

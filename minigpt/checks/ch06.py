@@ -1,5 +1,5 @@
-"""Checks for chapter 06, fine-tuning: SFT loss masks, LoRA's forward pass and initialisation,
-and counting LoRA's trainable parameters.
+"""Checks for chapter 06, fine-tuning: the loss mask of a conversation (transfer of the SFT loss
+mask), LoRA's forward pass and initialisation, and counting LoRA's trainable parameters.
 
 Each check runs the learner's function on fixed inputs, compares it with :mod:`minigpt.finetune`
 and, when the answer is wrong, tries the usual mistakes one by one to name the likely one.
@@ -17,7 +17,7 @@ from ..config import GPTConfig
 from ..objective import IGNORE_INDEX
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_sft_targets", "check_lora_forward", "check_lora_init", "check_lora_count", "CheckFailed"]
+__all__ = ["check_chat_targets", "check_lora_forward", "check_lora_init", "check_lora_count", "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str = "your function"):
@@ -41,55 +41,85 @@ def _ids(t, what: str) -> list[int]:
     raise AssertionError  # unreachable
 
 
-@forbids('minigpt.finetune.sft.sft_example')
-def check_sft_targets(fn: Callable) -> None:
-    """Check ``fn(prompt_ids, response_ids) -> (x, y)``: inputs and loss-masked targets."""
-    cases = [([5, 6, 7, 8], [20, 21, 22]), ([9], [30, 31]), ([1, 2, 3, 4, 5, 6], [40])]
-    if is_hidden():  # other lengths: one-token prompts and responses, long ones
-        r = draw(61)
+def _chat_reference(turns) -> tuple[list[int], list[int]]:
+    """x and y for a conversation, from each token's role: a target is kept only if it is an
+    assistant token. Independent of ``sft_example``, which it equals for (user, assistant)."""
+    s = [t for _, ids in turns for t in ids]
+    role = [r for r, ids in turns for _ in ids]
+    return s[:-1], [t if role[i + 1] == "assistant" else IGNORE_INDEX for i, t in enumerate(s[1:])]
 
-        def ids(n):
-            return [r.randint(1, 250) for _ in range(n)]
 
-        cases = [(ids(r.randint(2, 12)), ids(r.randint(2, 9))), (ids(1), ids(r.randint(1, 5))),
-                 (ids(r.randint(2, 30)), ids(1)), (ids(2), ids(2))]
-    for prompt, response in cases:
-        out = _call(fn, list(prompt), list(response), what="your SFT function")
+def _chat_cases() -> list[list[tuple[str, list[int]]]]:
+    if not is_hidden():
+        return [[("user", [5, 6, 7]), ("assistant", [20, 21])],
+                [("user", [5, 6]), ("assistant", [20, 21, 22]), ("user", [8, 9, 10]), ("assistant", [23, 24])],
+                [("user", [1]), ("assistant", [30]), ("user", [2, 3]), ("assistant", [31, 32, 33])]]
+    r = draw(60)
+
+    def ids(lo, hi):
+        return [r.randint(1, 250) for _ in range(r.randint(lo, hi))]
+
+    def chat(n_turns, first="user", lo=1, hi=8):
+        roles = ["user", "assistant"] if first == "user" else ["assistant", "user"]
+        return [(roles[k % 2], ids(lo, hi)) for k in range(n_turns)]
+
+    return [chat(r.randint(5, 7), lo=2),  # longer conversations
+            chat(2 * r.randint(2, 3), lo=1, hi=1),  # one-token turns
+            chat(3),  # ends with a user turn: its tokens are never scored
+            chat(4, first="assistant", lo=2)]  # opens with an assistant greeting
+
+
+def check_chat_targets(fn: Callable) -> None:
+    """Check ``fn(turns) -> (x, y)`` for a conversation given as (role, ids) turns: the loss sees
+    the assistant's tokens only, in every assistant turn."""
+    for turns in _chat_cases():
+        out = _call(fn, [(role, list(ids)) for role, ids in turns], what="your chat function")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             fail("return a pair (x, y): the inputs and the targets")
         x, y = _ids(out[0], "x"), _ids(out[1], "y")
-        ref_x, ref_y = (t.tolist() for t in sft_example(prompt, response))
-        s = prompt + response
-        P = len(prompt)
+        if len(turns) == 2 and turns[0][0] == "user":  # one prompt, one response: section 4's sft_example
+            ref_x, ref_y = (v.tolist() for v in sft_example(turns[0][1], turns[1][1]))
+        else:
+            ref_x, ref_y = _chat_reference(turns)
+        s = ref_x + [turns[-1][1][-1]]
+        role = [r for r, ids in turns for _ in ids]
+        first = next(k for k, (r, _) in enumerate(turns) if r == "assistant")
+        last = max(k for k, (r, _) in enumerate(turns) if r == "assistant")
+
+        def relabel(rule):  # the targets that a mistaken role for each turn would give
+            return _chat_reference([(rule(k, r), ids) for k, (r, ids) in enumerate(turns)])[1]
+
         if x != ref_x:
             if x == s:
-                fail("x should drop the last token: x = (prompt + response)[:-1]; the last token is "
-                     "only ever a target, never an input")
-            fail(f"x should be (prompt + response)[:-1] = {ref_x}, got {x}")
+                fail("x should drop the last token of the whole conversation: x = s[:-1]; the last "
+                     "token is only ever a target")
+            fail("x should be the whole conversation (every turn, in order) without its last token")
         if y == ref_y:
             continue
-        if y == s[1:]:
-            fail("no loss mask: the targets of prompt positions must be -100 (IGNORE_INDEX), or the "
-                 "model is trained to reproduce the prompt too")
         if len(y) != len(ref_y):
-            fail(f"y should have the same length as x ({len(ref_x)}): y = (prompt + response)[1:] with "
-                 f"the prompt part masked, got length {len(y)}")
-        if set(y) <= set(s[1:]) | {0} and 0 in y and IGNORE_INDEX not in y:
+            fail(f"y should have the same length as x ({len(ref_x)}): the conversation without its "
+                 f"first token, with the targets that are not assistant tokens masked; got length {len(y)}")
+        if y == s[1:]:
+            fail("no loss mask: targets that are user tokens must be -100 (IGNORE_INDEX), or the model "
+                 "is trained to write the user's lines too")
+        if IGNORE_INDEX not in y and 0 in y:
             fail("you masked with 0, which is a real token id; use -100 (IGNORE_INDEX), the value "
                  "cross_entropy skips")
-        masked = [i for i, v in enumerate(y) if v == IGNORE_INDEX]
-        if masked == list(range(P - 1, len(y))):
-            fail("you masked the response and kept the prompt; it is the other way round: the loss "
-                 "is on the response tokens only")
-        if masked == list(range(P)):
-            fail(f"off by one: you masked {P} targets, but y[i] is the token after x[i], so only the "
-                 f"first len(prompt) - 1 = {P - 1} targets are prompt tokens; the first response "
-                 "token is predicted from the last prompt token and must be scored")
-        if masked == list(range(max(P - 2, 0))):
-            fail(f"off by one: mask the first len(prompt) - 1 = {P - 1} targets (you masked {P - 2}), "
-                 "so the last prompt token is not a target")
-        fail(f"for prompt {prompt} and response {response} expected y = {ref_y}, got {y}")
-    passed("inputs and masked targets match minigpt.finetune.sft_example: the loss sees only the response")
+        if y == relabel(lambda k, r: "user" if r == "assistant" else "assistant"):
+            fail("the mask is the wrong way round: you scored the user's tokens and masked the "
+                 "assistant's; the loss is on the assistant's tokens only")
+        if y == [t if role[i] == "assistant" else IGNORE_INDEX for i, t in enumerate(s[1:])]:
+            fail("off by one: decide by the role of the target y[i] = s[i + 1], not of the input "
+                 "x[i]; the first token of an assistant turn is predicted from the user's last "
+                 "token and must be scored, the token after an assistant turn must not")
+        if y == relabel(lambda k, r: "user" if k < first else "assistant"):
+            fail("you masked only the prompt before the first assistant turn, as sft_example does; "
+                 "in a conversation the later user turns must be masked too")
+        if y == relabel(lambda k, r: "assistant" if k == last else "user"):
+            fail("you scored only the last assistant turn; every assistant turn is a response to learn")
+        fail("some targets are masked where they should be scored, or the other way round: a target "
+             "y[i] = s[i + 1] is kept exactly when s[i + 1] is an assistant token")
+    passed("every assistant token is scored and nothing else: the loss mask of a whole conversation")
 
 
 @forbids('minigpt.finetune.lora.LoRALinear.forward')

@@ -26,8 +26,9 @@ from ..data import VAL_PLAYS, load_plays
 from ..model import GPT
 
 CLASSES: tuple[str, ...] = ("comedy", "history", "tragedy")
-# Six genre folders -> three classes. The "problem plays" (All's Well, Measure for Measure, the
-# Merchant, the Shrew, Troilus) were printed among the comedies in the First Folio, and the late
+# Six genre folders -> three classes. Four of the "problem plays" (All's Well, Measure for Measure,
+# the Merchant, the Shrew) were printed among the comedies in the First Folio (Troilus, printed there
+# between the histories and the tragedies, stays with its folder), and the late
 # "romances" (Tempest, Winter's Tale, Cymbeline, Pericles) end in reconciliation, as comedies do;
 # the Roman plays are tragedies by name (Julius Caesar, Antony and Cleopatra, Coriolanus, Titus).
 GENRE_CLASS: dict[str, str] = {

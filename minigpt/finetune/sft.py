@@ -131,28 +131,50 @@ def response_loss(model, examples: Sequence[tuple[torch.Tensor, torch.Tensor]], 
     return total / count
 
 
+RULES: tuple[str, ...] = ("sum", "mean", "first")
+
+
 @torch.no_grad()
 def choice_logprobs(model, prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]],
-                    batch_size: int = 64) -> torch.Tensor:
-    """log P(choice | prompt) for every prompt and choice: (N, K), summed over the choice's tokens."""
+                    batch_size: int = 64, rule: str = "sum") -> torch.Tensor:
+    """The score of every choice after every prompt, (N, K), from the log-probabilities of its tokens.
+
+    ``rule="sum"``: log P(choice | prompt), summed over the choice's tokens (the chain rule); it
+    favours short choices, each extra token adding a log-probability below 0. ``"mean"``: that sum
+    divided by the choice's length. ``"first"``: log P(first token of the choice | prompt) alone,
+    one number per choice whatever its length, read from one forward pass of the prompt; the
+    choices' first tokens must differ, so that the first token decides which choice is meant.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if rule == "first" and len({c[0] for c in choices}) < len(choices):
+        raise ValueError("rule='first' needs choices whose first tokens differ")
     was = model.training
     model.eval()
     rows = []
     try:
         for i in range(0, len(prompts), batch_size):
-            exs = [sft_example(p, c) for p in prompts[i:i + batch_size] for c in choices]
-            x, y = collate(exs)
+            if rule == "first":
+                chunk = prompts[i:i + batch_size]
+                x = collate([(torch.tensor(p), torch.tensor(p)) for p in chunk])[0]  # (B, T): prompts right-padded
+                last = torch.tensor([len(p) - 1 for p in chunk])  # each prompt's last real position
+                logp = torch.log_softmax(model(x)[0][torch.arange(len(chunk)), last].float(), -1)  # (B, V)
+                rows.append(logp[:, [c[0] for c in choices]])  # (B, K)
+                continue
+            x, y = collate([sft_example(p, c) for p in prompts[i:i + batch_size] for c in choices])
             logp = torch.log_softmax(model(x)[0].float(), -1)
-            keep = y != IGNORE_INDEX
-            tok = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * keep
-            rows.append(tok.sum(1).reshape(-1, len(choices)))
+            keep = y != IGNORE_INDEX  # (B·K, T): the choice's tokens
+            tok = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * keep  # (B·K, T)
+            score = tok.sum(1) if rule == "sum" else tok.sum(1) / keep.sum(1)
+            rows.append(score.reshape(-1, len(choices)))
     finally:
         model.train(was)
     return torch.cat(rows)
 
 
-def predict_genre(model, tokenizer, examples: Sequence[Example], max_text_tokens: int = 48) -> torch.Tensor:
-    """Class index (N,) whose name the LM finds most likely after each speech's genre prompt."""
+def predict_genre(model, tokenizer, examples: Sequence[Example], max_text_tokens: int = 48,
+                  rule: str = "sum") -> torch.Tensor:
+    """Class index (N,) whose name scores highest after each speech's genre prompt (see :func:`choice_logprobs`)."""
     prompts = [prompt_ids(e.text, tokenizer, max_text_tokens) for e in examples]
     choices = [tokenizer.encode(RESPONSE.format(label=c)) for c in CLASSES]
-    return choice_logprobs(model, prompts, choices).argmax(-1)
+    return choice_logprobs(model, prompts, choices, rule=rule).argmax(-1)
