@@ -8,22 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.checks import CheckFailed, ch00, hidden_inputs
-
-
-def fails_with(check, fn, *fragments):
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"expected {frag!r} in: {msg}"
-    return msg
-
-
-def passes(check, fn, capsys):
-    check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith("✅"), out
+from minigpt.checks import ch00, hidden_inputs
+from check_helpers import fails_with, passes
 
 
 # ---------------------------------------------------------------- 00.1

@@ -10,24 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt import attention as mg_attention
 from minigpt import causal_mask
 from minigpt.checks import CheckFailed, ch01, ch02, ch03, ch04
-
-
-def fails_with(check, fn, *fragments):
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"expected {frag!r} in: {msg}"
-    return msg
-
-
-def passes(check, fn, capsys):
-    check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith("✅"), out
+from check_helpers import fails_with, passes
 
 
 def test_checks_do_not_touch_the_global_rng(capsys):

@@ -9,21 +9,7 @@ import pytest
 import torch
 
 from minigpt.checks import CheckFailed, ch05, ch07
-
-
-def fails_with(check, fn, *fragments):
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"expected {frag!r} in: {msg}"
-    return msg
-
-
-def passes(check, fn, capsys):
-    check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith("✅"), out
+from check_helpers import fails_with, passes
 
 
 # ----------------------------------------------------------------------------- chapter 05

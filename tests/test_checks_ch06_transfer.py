@@ -10,21 +10,7 @@ import torch
 from minigpt.checks import CheckFailed, ch06, hidden_inputs
 from minigpt.checks.ch06 import _chat_reference
 from minigpt.finetune import sft_example
-
-
-def fails_with(check, fn, *fragments):
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"expected {frag!r} in: {msg}"
-    return msg
-
-
-def passes(check, fn, capsys):
-    check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith("✅"), out
+from check_helpers import fails_with, passes
 
 
 def _targets(turns, *, keep="target", mask=-100, drop_last=True, roles=None):

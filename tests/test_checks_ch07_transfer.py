@@ -8,21 +8,7 @@ from collections import Counter
 import pytest
 
 from minigpt.checks import CheckFailed, ch07
-
-
-def fails_with(check, fn, *fragments):
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for frag in fragments:
-        assert frag.lower() in msg.lower(), f"expected {frag!r} in: {msg}"
-    return msg
-
-
-def passes(check, fn, capsys):
-    check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith("✅"), out
+from check_helpers import fails_with, passes
 
 
 def _rate(ids, n, *, first=False, sets=False, last=True, denom="grams", new=False, count=False, raw=False):
