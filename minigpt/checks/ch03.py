@@ -192,25 +192,33 @@ def _attn_hint(e: Exception) -> str:
     return ""
 
 
-@forbids('minigpt.model.Block.forward')
-def check_block(fn: Callable) -> None:
-    """Check ``fn(x, block)``: the pre-LN block by hand from ``block.ln_1``, ``block.attn`` (which
-    returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
+def _random_block(seed: int, T: int) -> tuple[Block, torch.Tensor]:
+    """A Block in eval mode with random weights, LayerNorm scales and biases included (so that swapped
+    LayerNorms show), and an input x of shape (2, T, 8); hidden tests draw other head counts, widths,
+    batch sizes and lengths."""
     cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
-    B, T = 2, 5
+    B = 2
     if is_hidden():
-        r = draw(13)
+        r = draw(seed)
         nh = r.choice([1, 3, 4])
         # n_embd >= 6: a LayerNorm over 2 channels only sees a sign, and mistakes would pass
         cfg = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=nh, n_embd=nh * r.choice([6, 8]))
         B, T = r.randint(1, 3), r.choice([1, 16, r.randint(2, 15)])
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seeded(13))
+        torch.manual_seed(seeded(seed))
         block = Block(cfg).eval()
-        with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
+        with torch.no_grad():
             for p in block.parameters():
                 p.normal_(0.0, 0.4)
         x = torch.randn(B, T, cfg.n_embd) * 2
+    return block, x
+
+
+@forbids('minigpt.model.Block.forward')
+def check_block(fn: Callable) -> None:
+    """Check ``fn(x, block)``: the pre-LN block by hand from ``block.ln_1``, ``block.attn`` (which
+    returns ``(y, weights)``), ``block.ln_2`` and ``block.mlp``; compared with ``block(x)[0]``."""
+    block, x = _random_block(13, T=5)
     with torch.no_grad():
         ref = block(x)[0]
         got = _call(fn, x.clone(), block, what="your block", hint=_attn_hint)
@@ -520,20 +528,8 @@ def check_post_ln_block(fn: Callable) -> None:
     """Check ``fn(x, block)``: the post-LN block of the original Transformer, x = ln_1(x + attn(x)),
     then x = ln_2(x + mlp(x)), from ``block``'s sub-modules; compared with PyTorch's
     ``nn.TransformerEncoderLayer(norm_first=False)`` holding the same weights, with a causal mask."""
-    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)
-    B, T = 2, 6
-    if is_hidden():
-        r = draw(29)
-        nh = r.choice([1, 3, 4])
-        cfg = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=nh, n_embd=nh * r.choice([6, 8]))
-        B, T = r.randint(1, 3), r.choice([1, 16, r.randint(2, 15)])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seeded(29))
-        block = Block(cfg).eval()
-        with torch.no_grad():  # random LayerNorm scales and biases, so swapped LayerNorms show
-            for p in block.parameters():
-                p.normal_(0.0, 0.4)
-        x = torch.randn(B, T, cfg.n_embd) * 2
+    block, x = _random_block(29, T=6)
+    T = x.shape[1]
     mask = torch.nn.Transformer.generate_square_subsequent_mask(T)  # -inf above the diagonal
     with torch.no_grad():
         ref = post_ln_reference(block)(x, src_mask=mask, is_causal=True)
