@@ -2,7 +2,8 @@
 them like GPT-2's ``encoder.py``, on byte strings, independent of ``minigpt``), and each mistake the
 check names, planted in a small wrong encoder, fails with its own message, on the visible inputs
 and on hidden ones. Exercise 01.5, sinusoidal positions (Vaswani et al., 2017, section 3.5): the
-same for the position table, with honest answers written independently of the check's formula."""
+same for the position table, with honest answers written independently of the check's formula.
+Exercise 01.4, the one-hot embedding: an answer written for 1-D ids only is told the expected shape."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minigpt.checks import CheckFailed, ch01, hidden_inputs
 from check_helpers import failure
@@ -292,3 +294,27 @@ def test_the_reference_table_is_the_papers_formula():  # two values worked out b
     pe = ch01._sinusoids(3, 4)
     assert pe[0].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert pe[2, 0].item() == pytest.approx(math.sin(2)) and pe[2, 3].item() == pytest.approx(math.cos(2 / 100))
+
+
+# ---------------------------------------------------------------- 01.4: embed_onehot(ids, E), ids of any shape
+
+def onehot_of_a_list(ids, E):  # written for a 1-D sequence only: one row per id, batch axes lost
+    return F.one_hot(ids.flatten(), E.shape[0]).to(E.dtype) @ E
+
+
+def test_onehot_answer_for_1d_ids_only_is_told_the_result_has_shape_ids_shape_plus_C(capsys):
+    ch01.check_onehot_embedding(onehot_of_a_list)  # the visible ids are a 1-D sequence
+    assert capsys.readouterr().out.startswith("✅")
+    dims = []
+    for offset in range(1, 41):
+        shapes = []
+        with hidden_inputs(offset):  # the honest answer, recording the shape of the hidden ids
+            ch01.check_onehot_embedding(lambda ids, E: shapes.append(ids.shape) or
+                                        F.one_hot(ids, E.shape[0]).to(E.dtype) @ E)
+        dims.append(len(shapes[0]))
+        if dims[-1] == 2:
+            assert "expected ids.shape + (C,) = (" in failure(ch01.check_onehot_embedding, onehot_of_a_list, offset)
+        else:
+            with hidden_inputs(offset):
+                ch01.check_onehot_embedding(onehot_of_a_list)
+    assert 1 in dims and 2 in dims  # the hidden cases hold both 1-D sequences and (B, T) batches

@@ -239,8 +239,8 @@ def check_onehot_embedding(fn: Callable) -> None:
         fail("your one-hot vectors are too short: F.one_hot guesses the number of classes from the largest "
              "id present; pass num_classes=E.shape[0] (the vocabulary size)")
     if got.shape != ref.shape:
-        fail(f"the result has shape {tuple(got.shape)}, expected {tuple(ref.shape)} = (number of ids, C): "
-             "one row of E per id (one_hot (n, V) @ E (V, C))")
+        fail(f"the result has shape {tuple(got.shape)}, expected ids.shape + (C,) = {tuple(ref.shape)}: one row "
+             "of E per id, for ids of any shape (one_hot(ids, V) has shape ids.shape + (V,); times E (V, C))")
     fail("your result differs from E[ids]: one_hot(ids, V) has a single 1 per row, in column ids[i], so "
          "the product picks out row ids[i] of E")
 
