@@ -209,40 +209,42 @@ def _looks_up(t: torch.Tensor) -> str | None:
 
 def check_onehot_embedding(fn: Callable) -> None:
     """Check ``fn(ids, E)``: the embedding lookup as a product, one_hot(ids, V) @ E, equal to E[ids],
-    computed without indexing E (E requires grad, and the result's autograd graph is inspected)."""
+    computed without indexing E (E requires grad, and the result's autograd graph is inspected).
+    Hidden tests run two cases each time: a 1-D sequence of ids and a 2-D (B, T) batch."""
     g = torch.Generator().manual_seed(seeded(41))
     V, C = 10, 4
-    ids = torch.tensor([3, 1, 3, 0, 7])  # id 9 (the largest) never appears
-    if is_hidden():  # other sizes; still never the largest id, sometimes a 2-D batch of ids
+    cases = [torch.tensor([3, 1, 3, 0, 7])]  # id 9 (the largest) never appears
+    if is_hidden():  # other sizes, still never the largest id; a sequence and a batch every time
         r = draw(41)
         V, C = r.randint(5, 40), r.randint(1, 9)
-        shape = (r.randint(1, 12),) if r.random() < 0.5 else (r.randint(1, 3), r.randint(1, 6))
-        ids = torch.randint(0, V - 1, shape, generator=g)
-    E = torch.randn(V, C, generator=g)
-    got = _call(fn, ids.clone(), E.clone().requires_grad_(), what="your one-hot embedding",
-                hints=(("dtype", "F.one_hot returns integers (torch.int64) and E holds floats; convert the "
-                                 "one-hot matrix to E's dtype before the product: .to(E.dtype)"),))
-    if not isinstance(got, torch.Tensor):
-        fail(f"return a tensor, got {type(got).__name__}")
-    ref = E[ids]
-    if (node := _looks_up(got)) is not None:
-        fail(f"your result was computed by indexing E ({node} in its autograd graph); the exercise asks for "
-             "the product one_hot(ids, V) @ E, which selects the rows without indexing")
-    got = got.detach()
-    if _same(got, ref):
-        passed("one_hot(ids) @ E equals the lookup E[ids]")
-        return
-    onehot = F.one_hot(ids, V).double()
-    if _same(got, onehot):
-        fail("you returned the one-hot matrix; multiply it by E: one_hot(ids, V).float() @ E")
-    if got.shape == (*ids.shape, int(ids.max()) + 1) or (got.dim() and got.shape[-1] == int(ids.max()) + 1 != C):
-        fail("your one-hot vectors are too short: F.one_hot guesses the number of classes from the largest "
-             "id present; pass num_classes=E.shape[0] (the vocabulary size)")
-    if got.shape != ref.shape:
-        fail(f"the result has shape {tuple(got.shape)}, expected ids.shape + (C,) = {tuple(ref.shape)}: one row "
-             "of E per id, for ids of any shape (one_hot(ids, V) has shape ids.shape + (V,); times E (V, C))")
-    fail("your result differs from E[ids]: one_hot(ids, V) has a single 1 per row, in column ids[i], so "
-         "the product picks out row ids[i] of E")
+        cases = [torch.randint(0, V - 1, shape, generator=g)
+                 for shape in ((r.randint(1, 12),), (r.randint(1, 3), r.randint(1, 6)))]
+    for ids in cases:
+        E = torch.randn(V, C, generator=g)
+        got = _call(fn, ids.clone(), E.clone().requires_grad_(), what="your one-hot embedding",
+                    hints=(("dtype", "F.one_hot returns integers (torch.int64) and E holds floats; convert the "
+                                     "one-hot matrix to E's dtype before the product: .to(E.dtype)"),))
+        if not isinstance(got, torch.Tensor):
+            fail(f"return a tensor, got {type(got).__name__}")
+        ref = E[ids]
+        if (node := _looks_up(got)) is not None:
+            fail(f"your result was computed by indexing E ({node} in its autograd graph); the exercise asks for "
+                 "the product one_hot(ids, V) @ E, which selects the rows without indexing")
+        got = got.detach()
+        if _same(got, ref):
+            continue
+        onehot = F.one_hot(ids, V).double()
+        if _same(got, onehot):
+            fail("you returned the one-hot matrix; multiply it by E: one_hot(ids, V).float() @ E")
+        if got.shape == (*ids.shape, int(ids.max()) + 1) or (got.dim() and got.shape[-1] == int(ids.max()) + 1 != C):
+            fail("your one-hot vectors are too short: F.one_hot guesses the number of classes from the largest "
+                 "id present; pass num_classes=E.shape[0] (the vocabulary size)")
+        if got.shape != ref.shape:
+            fail(f"the result has shape {tuple(got.shape)}, expected ids.shape + (C,) = {tuple(ref.shape)}: one "
+                 "row of E per id, for ids of any shape (one_hot(ids, V) has shape ids.shape + (V,); times E (V, C))")
+        fail("your result differs from E[ids]: one_hot(ids, V) has a single 1 per row, in column ids[i], so "
+             "the product picks out row ids[i] of E")
+    passed("one_hot(ids) @ E equals the lookup E[ids]")
 
 
 def check_input_embedding(fn: Callable) -> None:
