@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..finetune import LoRALinear, add_lora, count_parameters, sft_example
+from ..finetune import LoRALinear, add_lora, count_parameters
 from ..model import GPT
 from ..config import GPTConfig
 from ..objective import IGNORE_INDEX
@@ -77,10 +77,7 @@ def check_chat_targets(fn: Callable) -> None:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             fail("return a pair (x, y): the inputs and the targets")
         x, y = _ids(out[0], "x"), _ids(out[1], "y")
-        if len(turns) == 2 and turns[0][0] == "user":  # one prompt, one response: section 4's sft_example
-            ref_x, ref_y = (v.tolist() for v in sft_example(turns[0][1], turns[1][1]))
-        else:
-            ref_x, ref_y = _chat_reference(turns)
+        ref_x, ref_y = _chat_reference(turns)  # equal to sft_example for one prompt and one response (tested)
         s = ref_x + [turns[-1][1][-1]]
         role = [r for r, ids in turns for _ in ids]
         first = next(k for k, (r, _) in enumerate(turns) if r == "assistant")
