@@ -66,12 +66,13 @@ def cell_fill(v: float, vmax: float) -> str:
 
 
 def _geom(n_head: int) -> tuple[int, int, int, int]:
-    """Cell width and height, left and top margins: 8 heads fit in 340 px, beside a 32-token heatmap."""
-    return max(16, min(36, 480 // n_head)), 20, 52, 16
+    """Cell width and height, left and top margins: 8 heads fit in 270 px, so the panel sits beside
+    a 32-token heatmap and its colour bar within 950 px (numbers in the cells up to 8 heads)."""
+    return max(14, min(30, 240 // n_head)), 18, 28, 14
 
 
 def effects_grid_svg(e: torch.Tensor) -> str:
-    """Every head's effect: rows = layers, columns = heads, the number in each cell when it fits.
+    """Every head's effect: rows = layers (L0, L1, …), columns = heads (H0, …), the number in each cell when it fits.
 
     Cells carry ``data-l``/``data-h`` (the export's script outlines the selected one and selects a
     head on click); the colour scale is symmetric, full colour at the largest |effect|.
@@ -79,18 +80,21 @@ def effects_grid_svg(e: torch.Tensor) -> str:
     L, H = e.shape
     cw, ch, left, top = _geom(H)
     vmax = e.abs().max().item()
-    out = [f'<svg class="effects" width="{effects_grid_width(e)}" height="{top + L * ch + 2}" font-size="10">']
+    out = [f'<svg class="effects" width="{effects_grid_width(e)}" height="{top + L * ch + 2}" font-size="10">'
+           f'<text x="0" y="{top - 4}" fill="#555">layer</text>']
     for h in range(H):
         out.append(f'<text x="{left + h * cw + cw / 2}" y="{top - 4}" text-anchor="middle" fill="#555">H{h}</text>')
     for l in range(L):
-        out.append(f'<text x="{left - 4}" y="{top + l * ch + 14}" text-anchor="end" fill="#555">layer {l}</text>')
+        out.append(f'<text x="{left - 4}" y="{top + l * ch + 13}" text-anchor="end" fill="#555">L{l}</text>')
         for h in range(H):
             v = e[l, h].item()
             x, y = left + h * cw, top + l * ch
             out.append(f'<rect x="{x}" y="{y}" width="{cw}" height="{ch}" fill="{cell_fill(v, vmax)}" stroke="#ddd" '
                        f'data-l="{l}" data-h="{h}" data-effect="{v:.6f}"><title>layer {l}, head {h}: {v:+.4f}</title></rect>')
-            if cw >= 32:
-                out.append(f'<text x="{x + cw / 2}" y="{y + 14}" text-anchor="middle" pointer-events="none">{v:+.2f}</text>')
+            if cw >= 30:
+                ink = "#fff" if vmax > 0 and abs(v) / vmax > 0.6 else "#222"  # legible on a dark cell
+                out.append(f'<text x="{x + cw / 2}" y="{y + 13}" font-size="9" text-anchor="middle" fill="{ink}" '
+                           f'pointer-events="none">{v:+.2f}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -112,6 +116,6 @@ def _outline(e: torch.Tensor, layer: int, head: int | str) -> str:
 def effect_panel_html(e: torch.Tensor, label: str, layer: int, head: int | str) -> str:
     """The explorer's panel: the sentence for the selected head, the label, and the grid, outlined."""
     grid = effects_grid_svg(e).replace("</svg>", _outline(e, layer, head) + "</svg>")
-    return (f'<div class="effect-panel" style="max-width: {max(300, effects_grid_width(e))}px"><p class="note"><b>Causal test.</b> {html.escape(effect_text(e, layer, head))}'
+    return (f'<div class="effect-panel" style="max-width: {max(270, effects_grid_width(e))}px"><p class="note"><b>Causal test.</b> {html.escape(effect_text(e, layer, head))}'
             f'<br><span class="effect-label">{html.escape(label)}</span>; red = the loss rises without the head.</p>'
             f"{grid}</div>")

@@ -27,7 +27,7 @@ body { margin: 16px; }
 .mgpt .grid .hdr { font-size: 11px; color: #555; }
 .mgpt .tok.hov { outline: 2px dashed #ff7f0e; }
 .mgpt #strip { position: relative; }
-.mgpt .effect-panel { max-width: 420px; }
+.mgpt .effect-panel { max-width: 270px; }
 .mgpt .effects rect[data-l] { cursor: pointer; }
 """
 
@@ -79,7 +79,7 @@ PAGE_JS = r"""
     lo = Math.min(lo, T - n); return [lo, lo + n];
   }
   function heatmap(lo, hi) {
-    const n = hi - lo, cell = Math.max(6, Math.min(16, Math.floor(560 / n))), pad = n <= 64 ? 78 : 4, size = pad + n * cell + 2;
+    const n = hi - lo, cell = Math.max(6, Math.min(16, Math.floor(448 / n))), pad = n <= 64 ? 78 : 4, size = pad + n * cell + 2;
     const out = ['<svg width="' + size + '" height="' + size + '" class="heatmap"><defs><pattern id="mgpt-hatch" width="6" height="6" ' +
       'patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="' + D.masked + '"/>' +
       '<line x1="0" y1="0" x2="0" y2="6" stroke="#aaa" stroke-width="2"/></pattern></defs><g transform="translate(' + pad + ',' + pad + ')">'];
