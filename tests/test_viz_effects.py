@@ -123,7 +123,7 @@ def test_export_of_a_long_text_keeps_a_window_and_the_weight_left_out(model):
 
 def test_dropdowns_are_wide_enough_for_their_labels(model):
     ex = AttentionExplorer(model, Chars(), "abc")
-    # Chromium, 13 px system font (measured): "mean of heads" 96.9 px, "48: " + 14 characters 136.7 px;
+    # Chromium, 13 px system font (measured): "mean of heads" 96.9 px, "48: ␣something_long" 136.7 px;
     # the select needs 8 px left padding + 20 px arrow + 2 px border, the label its text + 8 px margin.
     px = lambda w: float(w.removesuffix("em")) * 13  # noqa: E731
     assert ex.head.style.description_width == "initial"

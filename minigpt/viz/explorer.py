@@ -26,8 +26,8 @@ FIT = {"description_width": "initial"}  # the label takes its text's width, not 
 def dropdown_width(description: str, options) -> str:
     """A Dropdown width (em) that shows its longest option in full, next to its label.
 
-    In Chromium at 13 px, "mean of heads" is 96.9 px wide and "48: " plus a 14-character token
-    136.7 px, about 0.57 em a character; 0.62 em a character leaves room for wider fonts, and 5.2 em
+    In Chromium at 13 px, "mean of heads" is 96.9 px wide and "48: ␣something_long" (19 characters)
+    136.7 px, at most 0.57 em a character; 0.62 em a character leaves room for wider fonts, and 5.2 em
     covers the select's padding (8 px left, 20 px arrow), its border and the label's margin.
     """
     longest = max(len(str(label)) for label, _ in options)
