@@ -426,3 +426,54 @@ def test_training_smoke():
     assert two < one - 0.5  # the copy became predictable, the first half did not (measured 2.05 vs 2.98)
     w = attention_patterns(run.model, test)
     assert w.shape == (16, 2, 2, 16, 16)
+
+
+def _loss_by_hand(m, idx):
+    logits = m(idx)[0]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).item()
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_head_ablation_effects_match_weight_surgery(model, ids, mode):
+    """Reference: a COPY of the model whose c_proj weights were edited — head h's columns of W_O set
+    to 0 (zero ablation), and for mean ablation W_O[:, slice] @ mean added to c_proj's bias — never
+    a hook and never ablate()."""
+    from minigpt.interpret import head_ablation_effects
+
+    ref = torch.randint(0, 23, (5, ids.shape[1]), generator=torch.Generator().manual_seed(11))
+    means = reference_means(model, ref) if mode == "mean" else None
+    got = head_ablation_effects(model, ids, mode=mode, means=means)
+    base = _loss_by_hand(model, ids)
+    assert got.baseline == pytest.approx(base, abs=ATOL)
+    assert got.label == f"Δ mean next-token loss (nats), {mode} ablation, vs unablated {base:.3f}"
+    cfg = model.config
+    hs = cfg.n_embd // cfg.n_head
+    expected = torch.zeros(cfg.n_layer, cfg.n_head, dtype=torch.float64)
+    for l in range(cfg.n_layer):
+        for h in range(cfg.n_head):
+            m = copy.deepcopy(model)
+            proj = m.transformer.h[l].attn.c_proj
+            with torch.no_grad():
+                cols = slice(h * hs, (h + 1) * hs)
+                if mode == "mean":
+                    mu = means.heads[l, h]  # (hs,)
+                    if proj.bias is None:
+                        proj.bias = torch.nn.Parameter(torch.zeros(cfg.n_embd, dtype=torch.float64))
+                    proj.bias += proj.weight[:, cols] @ mu
+                proj.weight[:, cols] = 0.0
+            expected[l, h] = _loss_by_hand(m, ids) - base
+    torch.testing.assert_close(got.effects, expected, atol=1e-9, rtol=0)
+    assert expected.abs().max() > 1e-3  # the heads matter: a test that can fail
+
+
+def test_head_ablation_effects_mean_head_means_over_the_batch_and_bad_input(model, ids):
+    from minigpt.interpret import head_ablation_effects
+
+    own = head_ablation_effects(model, ids, mode="mean")
+    torch.testing.assert_close(own.effects, head_ablation_effects(model, ids, mode="mean",
+                                                                  means=reference_means(model, ids)).effects)
+    assert "means over the same tokens" in own.label
+    with pytest.raises(ValueError, match="at least two tokens"):
+        head_ablation_effects(model, ids[:, :1])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        head_ablation_effects(model, ids, mode="resample")

@@ -177,3 +177,65 @@ def test_long_text_draws_only_a_window(browser_page, tmp_path):
     assert page.get_attribute("body", "data-state").split(",")[4:] == ["192", "256"]  # the 64-token window, at the end
     assert not errors, f"JavaScript errors: {errors}"
     page.close()
+
+
+def test_exported_effect_panel_follows_the_selected_head(browser_page, capture, tmp_path):
+    """The causal panel (issue 20): selecting a head, by the menu or by a cell of the effects grid,
+    shows THAT head's number; the mean of heads says n/a; a page without effects has no panel."""
+    L, H = capture.n_layer, capture.n_head
+    eff = torch.arange(L * H, dtype=torch.float64).reshape(L, H) * 0.125 - 0.3  # distinct per head, both signs
+    label = "Δ mean next-token loss (nats), zero ablation, vs unablated 2.345"
+    path = tmp_path / "effects.html"
+    export_html(capture, path, layer=0, head=0, token=12, effects=eff, effect_label=label)
+    page, errors, requests = _open(browser_page, path)
+    text = lambda: page.inner_text("#effect-text")  # noqa: E731
+    assert text() == f"Layer 0, head 0: ablation effect {eff[0, 0].item():+.3f}, rank {L * H} of {L * H} (largest rise first)."
+    assert label in page.inner_text("#effect")
+    assert page.is_visible("#effect") and page.is_visible("#heatmap")
+    page.select_option("#head", "2")
+    assert f"head 2: ablation effect {eff[0, 2].item():+.3f}," in text()
+    page.select_option("#layer", "1")
+    assert text().startswith(f"Layer 1, head 2: ablation effect {eff[1, 2].item():+.3f}, rank 1 of {L * H}")
+    outlined = page.eval_on_selector_all("#effect rect.sel", "els => els.map(e => [e.dataset.l, e.dataset.h])")
+    assert outlined == [["1", "2"]]
+    page.locator("#effect rect[data-l='1'][data-h='0']").click()  # a cell of the grid selects its head
+    assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
+    assert f"head 0: ablation effect {eff[1, 0].item():+.3f}," in text()
+    torch.testing.assert_close(torch.tensor(_strip_weights(page), dtype=torch.float64),
+                               capture.attends_to(1, 0, 12).double(), atol=1e-4, rtol=0)  # the pattern followed
+    page.select_option("#head", "mean")
+    assert text().startswith("Layer 1, mean of heads: n/a")
+    assert len(page.eval_on_selector_all("#effect rect.sel", "els => els")) == H
+    assert not errors, f"JavaScript errors: {errors}"
+    assert not requests, f"the page tried to load from the network: {requests}"
+    page.close()
+
+    plain = tmp_path / "plain.html"
+    export_html(capture, plain, layer=0, head=1, token=12)  # the old call: no effects, no panel, no error
+    page, errors, _ = _open(browser_page, plain)
+    assert page.locator("#effect").count() == 0
+    page.select_option("#head", "2")
+    torch.testing.assert_close(torch.tensor(_strip_weights(page), dtype=torch.float64),
+                               capture.attends_to(0, 2, 12).double(), atol=1e-4, rtol=0)
+    assert not errors, f"JavaScript errors: {errors}"
+    page.close()
+
+
+def test_long_text_beyond_max_tokens_is_windowed_with_true_indices(browser_page, tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=400, n_layer=2, n_head=2, n_embd=16))
+    cap = capture_attention(model, torch.randint(0, 50, (400,)).tolist(), Numbered())
+    path = tmp_path / "long.html"
+    export_html(cap, path, window=32, token=300, max_tokens=128)  # tokens 236..363 stored
+    page, errors, _ = _open(browser_page, path)
+    assert page.locator("#strip .tok").count() == 128
+    assert page.get_attribute("body", "data-state").split(",")[2:] == ["300", "attends_to", "284", "316"]
+    torch.testing.assert_close(torch.tensor(_strip_weights(page), dtype=torch.float64),
+                               cap.attends_to(0, 0, 300)[236:364].double(), atol=1e-4, rtol=0)
+    left_out = cap.attends_to(0, 0, 300)[:236].sum().item()
+    assert f"gives {left_out:.3f} of its attention to the 236 earlier tokens" in page.inner_text("#caption")
+    assert "tokens 236–363 of 400" in page.inner_text("body")
+    page.hover("#heatmap rect[data-i='64'][data-j='54']")  # data-i/j count inside the window: 300 - 236
+    assert page.inner_text("#readout").startswith("300 ")
+    assert not errors, f"JavaScript errors: {errors}"
+    page.close()

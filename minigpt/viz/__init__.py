@@ -8,6 +8,8 @@ head's attention weights with the token strings. Then:
   :func:`plot_attention_stages`; :func:`slide_style` and :func:`save_figure` for slides, PNG, SVG;
 - interactive (ipywidgets): :class:`AttentionExplorer`;
 - standalone HTML (inline JS, no network): :func:`export_html`;
+- both take ``effects=`` (e.g. :func:`minigpt.interpret.head_ablation_effects`): the selected head's
+  causal effect beside its pattern (:mod:`.effects`);
 - analysis: :func:`head_entropy`, :func:`previous_token_score`, :func:`first_token_score`,
   :func:`token_class_score`, :func:`induction_score` / :func:`induction_scores`,
   :func:`attention_rollout`, with plots in :mod:`.analysis_plots`.

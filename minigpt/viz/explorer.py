@@ -4,6 +4,9 @@ Type a text; pick a layer, a head (one, the mean, or all), a token and a directi
 attends to, or what attends to it — and the view updates in place. The view is plain HTML and
 SVG made in Python (:mod:`minigpt.viz.render`): no JavaScript from anywhere, so it renders the same
 in JupyterLab, VS Code and Colab, and a long text only draws a window of tokens.
+
+With ``effects=`` (e.g. :func:`minigpt.interpret.head_ablation_effects`) the selected head's causal
+effect — its number, its rank and a grid of every head's — is drawn beside its pattern.
 """
 
 from __future__ import annotations
@@ -12,8 +15,23 @@ import ipywidgets as widgets
 import torch
 
 from .capture import AttentionCapture, capture_attention
+from .effects import as_effects, effect_panel_html, effect_text
 from .headview import DIRECTIONS, token_window
 from .render import CSS, colorbar_svg, heatmap_svg, short_label, strip_legend, token_strip
+
+
+FIT = {"description_width": "initial"}  # the label takes its text's width, not a fixed 80 px
+
+
+def dropdown_width(description: str, options) -> str:
+    """A Dropdown width (em) that shows its longest option in full, next to its label.
+
+    In Chromium at 13 px, "mean of heads" is 96.9 px wide and "48: ␣something_long" (19 characters)
+    136.7 px, at most 0.57 em a character; 0.62 em a character leaves room for wider fonts, and 5.2 em
+    covers the select's padding (8 px left, 20 px arrow), its border and the label's margin.
+    """
+    longest = max(len(str(label)) for label, _ in options)
+    return f"{0.62 * (len(description) + longest) + 5.2:.1f}em"
 
 
 class AttentionExplorer(widgets.VBox):
@@ -22,21 +40,30 @@ class AttentionExplorer(widgets.VBox):
     Drive it from Python too: ``ex.layer.value = 1``, ``ex.head.value = "mean"``,
     ``ex.token.value = 5``, ``ex.direction.value = "attended_by"``, ``ex.text.value = "…"``.
     ``ex.values`` holds the weights the token strip currently shows, ``ex.capture`` the capture.
+
+    ``effects``: optional per-head causal effects, a :class:`minigpt.interpret.HeadEffects` or an
+    (n_layer, n_head) tensor with ``effect_label`` naming the metric and the baseline; the panel
+    beside the heatmap then shows the selected head's effect (``ex.effect_text`` holds its sentence).
     """
 
     def __init__(self, model, tokenizer=None, text: str = "", *, layer: int = 0, head: int | str = 0,
-                 token: int | None = None, direction: str = "attends_to", window: int = 32) -> None:
+                 token: int | None = None, direction: str = "attends_to", window: int = 32, effects=None,
+                 effect_label: str | None = None) -> None:
         self.model, self.tokenizer, self.window = model, tokenizer, window
         cfg = model.config
+        eff = as_effects(effects, effect_label, cfg.n_layer, cfg.n_head)
+        self.effects, self.effect_label = eff if eff is not None else (None, None)
+        self.effect_text: str | None = None
         self.text = widgets.Textarea(value=text, description="text", continuous_update=False,
                                      layout=widgets.Layout(width="95%", height="4em"))
-        self.layer = widgets.Dropdown(options=[(str(l), l) for l in range(cfg.n_layer)], value=layer,
-                                      description="layer", layout=widgets.Layout(width="11em"))
+        layer_opts = [(str(l), l) for l in range(cfg.n_layer)]
+        self.layer = widgets.Dropdown(options=layer_opts, value=layer, description="layer",
+                                      style=FIT, layout=widgets.Layout(width=dropdown_width("layer", layer_opts)))
         head_opts = [(str(h), h) for h in range(cfg.n_head)] + [("mean of heads", "mean"), ("all heads", "all")]
         self.head = widgets.Dropdown(options=head_opts, value=head, description="head",
-                                     layout=widgets.Layout(width="15em"))
-        self.token = widgets.Dropdown(options=[("0", 0)], value=0, description="token",
-                                      layout=widgets.Layout(width="18em"))
+                                     style=FIT, layout=widgets.Layout(width=dropdown_width("head", head_opts)))
+        self.token = widgets.Dropdown(options=[("0", 0)], value=0, description="token", style=FIT,
+                                      layout=widgets.Layout(width=dropdown_width("token", [("0000: " + "x" * 14, 0)])))
         self.direction = widgets.ToggleButtons(options=[("attends to →", "attends_to"), ("← attended by", "attended_by")],
                                                value=direction, description="show")
         self.direction.style.button_width = "9em"
@@ -92,23 +119,36 @@ class AttentionExplorer(widgets.VBox):
                 + (f"; {cap.truncated} tokens beyond the context were dropped" if cap.truncated else "") + ".</p>")
         if head == "all":
             self.values = torch.stack([self._values(h) for h in range(cap.n_head)])
-            rows = "".join(f'<div><b>head {h}</b>{token_strip(cap.tokens, self.values[h], t)}</div>'
+            eff = ("" if self.effects is None else
+                   [f" · ablation effect {self.effects[layer, h].item():+.3f}" for h in range(cap.n_head)])
+            rows = "".join(f'<div><b>head {h}</b>{eff[h] if eff else ""}{token_strip(cap.tokens, self.values[h], t)}</div>'
                            for h in range(cap.n_head))
             maps = "".join(heatmap_svg(cap.head(layer, h), cap.tokens, lo, hi, selected=t, direction=d,
                                        cell=max(4, 160 // (hi - lo)), labels=False, title=f"head {h}")
                            for h in range(cap.n_head))
-            body = f'{rows}<div class="views">{maps}{colorbar_svg(120)}</div>'
+            body = f'{rows}<div class="views">{maps}{colorbar_svg(120)}{self._effect_panel()}</div>'
         else:
             self.values = self._values(head)
             body = (token_strip(cap.tokens, self.values, t) +
                     f'<div class="views">{heatmap_svg(cap.head(layer, head), cap.tokens, lo, hi, selected=t, direction=d)}'
-                    f"{colorbar_svg()}</div>")
+                    f"{colorbar_svg()}{self._effect_panel()}</div>")
         self.view.value = f'<div class="mgpt"><style>{CSS}</style>{note}{strip_legend()}{body}</div>'
+
+    def _effect_panel(self) -> str:
+        if self.effects is None:
+            self.effect_text = None
+            return ""
+        panel = effect_panel_html(self.effects, self.effect_label, self.layer.value, self.head.value)
+        self.effect_text = effect_text(self.effects, self.layer.value, self.head.value)
+        return panel
 
     def export_html(self, path=None, **kwargs) -> str:
         """Export the current text as a standalone HTML page (see :func:`minigpt.viz.export_html`)."""
         from .export import export_html
 
+        if self.effects is not None:
+            kwargs.setdefault("effects", self.effects)
+            kwargs.setdefault("effect_label", self.effect_label)
         return export_html(self.capture, path, layer=self.layer.value,
                            head=self.head.value if self.head.value != "all" else 0,
                            token=self.token.value, direction=self.direction.value, **kwargs)

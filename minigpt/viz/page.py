@@ -2,8 +2,12 @@
 
 The data sits in a ``<script type="application/json">`` block: tokens, and each layer's heads
 (plus their mean, as head index ``n_head``) as packed lower triangles of uint16 (weight·65535),
-base64-encoded. The script draws the same views as :mod:`minigpt.viz.render`: a token strip
-shaded by one token's attention, a heatmap of a window of tokens, and a grid of every head.
+base64-encoded; for a long text, only a window of tokens (``offset`` = its first token's index in
+the text) and each windowed query's weight on the earlier tokens left out (``before``). The script
+draws the same views as :mod:`minigpt.viz.render`: a token strip shaded by one token's attention, a
+heatmap of a window of tokens, a grid of every head and, when ``effects`` is given, the selected
+head's causal effect beside its pattern (the grid of effects is drawn in Python; the script
+outlines the selected head and writes the sentence of :func:`minigpt.viz.effects.effect_text`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ body { margin: 16px; }
 .mgpt .grid .hdr { font-size: 11px; color: #555; }
 .mgpt .tok.hov { outline: 2px dashed #ff7f0e; }
 .mgpt #strip { position: relative; }
+.mgpt .effect-panel { max-width: 270px; }
+.mgpt .effects rect[data-l] { cursor: pointer; }
 """
 
 PAGE_JS = r"""
@@ -33,6 +39,11 @@ PAGE_JS = r"""
   const bin = atob(D.weights), bytes = new Uint8Array(bin.length);
   for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
   const W = new Uint16Array(bytes.buffer);
+  const O = D.offset || 0, NT = D.n_total || T;  // a long text: tokens O .. O+T-1 of NT are stored
+  let BEFORE = null;  // each stored query's weight on the O tokens before the window
+  if (D.before) { const b2 = atob(D.before), by = new Uint8Array(b2.length); for (let k = 0; k < b2.length; k++) by[k] = b2.charCodeAt(k); BEFORE = new Uint16Array(by.buffer); }
+  function before(l, h, i) { return BEFORE ? BEFORE[(l * (H + 1) + hidx(h)) * T + i] / 65535 : 0; }
+  const fmt = (v) => (v >= 0 ? "+" : "") + v.toFixed(3);
   const S = { layer: D.init.layer, head: D.init.head, token: D.init.token, dir: D.init.direction, win: D.init.window };
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -47,7 +58,7 @@ PAGE_JS = r"""
   for (let l = 0; l < L; l++) layerSel.add(new Option("layer " + l, String(l)));
   for (let h = 0; h < H; h++) headSel.add(new Option("head " + h, String(h)));
   headSel.add(new Option("mean of heads", "mean"));
-  tokIn.max = String(T - 1);
+  tokIn.max = String(T - 1);  // positions inside the stored window; labels show the index in the text
   for (const n of [16, 32, 64, 128]) if (n < T) winSel.add(new Option(n + " tokens", String(n)));
   winSel.add(new Option("all " + T, String(T)));
   if (![...winSel.options].some((o) => o.value === String(S.win))) S.win = T;
@@ -68,7 +79,7 @@ PAGE_JS = r"""
     lo = Math.min(lo, T - n); return [lo, lo + n];
   }
   function heatmap(lo, hi) {
-    const n = hi - lo, cell = Math.max(6, Math.min(16, Math.floor(560 / n))), pad = n <= 64 ? 78 : 4, size = pad + n * cell + 2;
+    const n = hi - lo, cell = Math.max(6, Math.min(16, Math.floor(448 / n))), pad = n <= 64 ? 78 : 4, size = pad + n * cell + 2;
     const out = ['<svg width="' + size + '" height="' + size + '" class="heatmap"><defs><pattern id="mgpt-hatch" width="6" height="6" ' +
       'patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="' + D.masked + '"/>' +
       '<line x1="0" y1="0" x2="0" y2="6" stroke="#aaa" stroke-width="2"/></pattern></defs><g transform="translate(' + pad + ',' + pad + ')">'];
@@ -116,7 +127,7 @@ PAGE_JS = r"""
       sp.style.background = "rgba(" + R + "," + G + "," + B + "," + v[k].toFixed(3) + ")";
       sp.style.color = v[k] > 0.55 ? "#fff" : "#222";
       sp.dataset.w = v[k].toFixed(4);
-      sp.title = k + ": " + label(D.tokens[k], 30) + " \u2014 " + v[k].toFixed(3);
+      sp.title = (O + k) + ": " + label(D.tokens[k], 30) + " \u2014 " + v[k].toFixed(3);
       sp.classList.toggle("sel", k === S.token);
     });
     const sel = spans[S.token];  // keep the selected token visible inside the scrolling strip
@@ -125,17 +136,36 @@ PAGE_JS = r"""
     const [lo, hi] = windowRange();
     $("heatmap").innerHTML = heatmap(lo, hi);
     const verb = S.dir === "attends_to" ? "attends to" : "is attended by";
-    $("caption").textContent = "Layer " + S.layer + ", " + (S.head === "mean" ? "mean of heads" : "head " + S.head) + ": token " + S.token +
-      " \u201c" + label(D.tokens[S.token], 20) + "\u201d " + verb + " the shaded tokens" + (hi - lo < T ? " (heatmap: tokens " + lo + "\u2013" + (hi - 1) + " of " + T + ")" : "") + ".";
-    $("toklabel").textContent = S.token + ": " + label(D.tokens[S.token], 14);
+    let cut = "";
+    if (O > 0 && S.dir === "attends_to") cut = " It gives " + before(S.layer, S.head, S.token).toFixed(3) + " of its attention to the " + O + " earlier tokens not stored in this page.";
+    if (O + T < NT && S.dir === "attended_by") cut = " The " + (NT - O - T) + " later tokens are not stored in this page.";
+    $("caption").textContent = "Layer " + S.layer + ", " + (S.head === "mean" ? "mean of heads" : "head " + S.head) + ": token " + (O + S.token) +
+      " \u201c" + label(D.tokens[S.token], 20) + "\u201d " + verb + " the shaded tokens" + (hi - lo < NT ? " (heatmap: tokens " + (O + lo) + "\u2013" + (O + hi - 1) + " of " + NT + ")" : "") + "." + cut;
+    $("toklabel").textContent = (O + S.token) + ": " + label(D.tokens[S.token], 14);
     for (const cv of document.querySelectorAll("#grid canvas")) cv.classList.toggle("sel", Number(cv.dataset.l) === S.layer && String(cv.dataset.h) === String(S.head));
-    document.body.dataset.state = [S.layer, S.head, S.token, S.dir, lo, hi].join(",");
+    if (D.effects) drawEffect();
+    document.body.dataset.state = [S.layer, S.head, O + S.token, S.dir, O + lo, O + hi].join(",");
+  }
+  function drawEffect() {  // the same sentence as minigpt.viz.effects.effect_text, and the outline
+    const E = D.effects, l = S.layer, row = E[l];
+    if (S.head === "mean") {
+      $("effect-text").textContent = "Layer " + l + ", mean of heads: n/a, an ablation effect belongs to one head; layer " + l +
+        "'s heads range from " + fmt(Math.min(...row)) + " to " + fmt(Math.max(...row)) + ".";
+    } else {
+      const v = row[S.head], n = L * H, rank = 1 + E.flat().filter((x) => x > v).length;
+      $("effect-text").textContent = "Layer " + l + ", head " + S.head + ": ablation effect " + fmt(v) + ", rank " + rank + " of " + n + " (largest rise first).";
+    }
+    for (const r of document.querySelectorAll("#effect rect[data-l]")) {
+      const on = Number(r.dataset.l) === l && (S.head === "mean" || Number(r.dataset.h) === S.head);
+      r.setAttribute("stroke", on ? "#d62728" : "#ddd"); r.setAttribute("stroke-width", on ? "2" : "1");
+      r.classList.toggle("sel", on);
+    }
   }
   function readout(i, j) {
     spans.forEach((sp, k) => sp.classList.toggle("hov", k === i || k === j));
     if (i === null) { $("readout").textContent = "\u00a0"; return; }
-    $("readout").textContent = j > i ? "masked: token " + i + " cannot see the future token " + j
-      : i + " \u201c" + label(D.tokens[i], 14) + "\u201d \u2192 " + j + " \u201c" + label(D.tokens[j], 14) + "\u201d: " + w(S.layer, S.head, i, j).toFixed(3);
+    $("readout").textContent = j > i ? "masked: token " + (O + i) + " cannot see the future token " + (O + j)
+      : (O + i) + " \u201c" + label(D.tokens[i], 14) + "\u201d \u2192 " + (O + j) + " \u201c" + label(D.tokens[j], 14) + "\u201d: " + w(S.layer, S.head, i, j).toFixed(3);
   }
   layerSel.addEventListener("change", () => { S.layer = Number(layerSel.value); render(); });
   headSel.addEventListener("change", () => { S.head = headSel.value === "mean" ? "mean" : Number(headSel.value); render(); });
@@ -153,6 +183,8 @@ PAGE_JS = r"""
     if (e.key === "ArrowRight" && S.token < T - 1) { S.token++; render(); }
     if (e.key === "ArrowLeft" && S.token > 0) { S.token--; render(); }
   });
+  if (D.effects) $("effect").addEventListener("click", (e) => { const r = e.target; if (r.dataset && r.dataset.l !== undefined) {
+    S.layer = Number(r.dataset.l); S.head = Number(r.dataset.h); render(); } });
   drawGrid();
   render();
 })();
@@ -179,7 +211,7 @@ PAGE = """<!DOCTYPE html>
 {legend}
 <div id="strip" class="strip"></div>
 <p id="readout">&nbsp;</p>
-<div class="views"><div id="heatmap"></div>{colorbar}</div>
+<div class="views"><div id="heatmap"></div>{colorbar}{effect}</div>
 <p class="note">Every head (click one to select it). Rows of each square are queries, columns keys; grey = masked future.
 Click a token to select it; arrow keys move the selection; hover a heatmap cell for its weight.</p>
 <div id="grid" class="grid"></div>
