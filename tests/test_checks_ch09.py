@@ -189,3 +189,60 @@ def test_kv_cache_bytes_mistakes_are_named(kwargs, fragment):
 def test_kv_cache_bytes_calling_the_package_is_refused():
     with pytest.raises(CheckFailed):
         ch09.check_kv_cache_bytes(lambda c, T, B, nb: c.kv_cache_bytes_per_token(nb) * T * B)
+
+
+# --- 09.4 multi-head -> grouped-query ----------------------------------------------------------
+
+def _to_gqa(w, n_head, n_kv, *, strided=False, how="mean", pool_q=False, kv_only=False):
+    """Loop over the groups (the honest answer), or a typical mistake."""
+    C = w.shape[1]
+    hs, group = C // n_head, n_head // n_kv
+    q, k, v = w[:C], w[C:2 * C], w[2 * C:]
+
+    def pool(block):
+        out = []
+        for j in range(n_kv):
+            members = [j + n_kv * m for m in range(group)] if strided else [j * group + m for m in range(group)]
+            rows = [block[h * hs:(h + 1) * hs] for h in members]
+            out.append(rows[0] if how == "first" else sum(rows) / (1 if how == "sum" else len(rows)))
+        return torch.cat(out)
+
+    if kv_only:
+        return torch.cat((pool(k), pool(v)))
+    return torch.cat((pool(q) if pool_q else q, pool(k), pool(v)))
+
+
+def test_mha_to_gqa_honest_answer_passes(capsys):
+    passes(ch09.check_mha_to_gqa, _to_gqa, capsys)
+    for offset in OFFSETS:
+        with hidden_inputs(offset):
+            ch09.check_mha_to_gqa(_to_gqa)
+
+
+def test_mha_to_gqa_gives_a_working_gqa_layer_that_equals_mha_when_heads_agree():
+    """Independent of the checks' reference: with the K/V heads of each group made equal, the pooled
+    weight in a real GQA layer gives the multi-head layer's output."""
+    from minigpt import GPT
+
+    mha = GPT(GPTConfig(n_layer=1, n_head=4, n_embd=32, bias=False)).transformer.h[0].attn
+    gqa = GPT(GPTConfig(n_layer=1, n_head=4, n_embd=32, bias=False, n_kv_head=2)).transformer.h[0].attn
+    with torch.no_grad():
+        w = mha.c_attn.weight  # (96, 32); head size 8
+        for base in (32, 64):  # keys, values: head 1 := head 0, head 3 := head 2
+            w[base + 8:base + 16] = w[base:base + 8]
+            w[base + 24:base + 32] = w[base + 16:base + 24]
+        gqa.c_attn.weight.copy_(_to_gqa(w, 4, 2))
+        gqa.c_proj.weight.copy_(mha.c_proj.weight)
+        x = torch.randn(2, 5, 32)
+        torch.testing.assert_close(gqa(x)[0], mha(x)[0])
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(strided=True), "CONSECUTIVE"),
+    (dict(how="sum"), "summed"),
+    (dict(how="first"), "first head of each group"),
+    (dict(pool_q=True), "query heads too"),
+    (dict(kv_only=True), "keys and values only"),
+])
+def test_mha_to_gqa_mistakes_are_named(kwargs, fragment):
+    fails_with(ch09.check_mha_to_gqa, lambda w, nh, kv: _to_gqa(w, nh, kv, **kwargs), fragment)

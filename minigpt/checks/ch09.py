@@ -1,6 +1,6 @@
 """Checks for chapter 09, from GPT-2 to a modern LLM: rotary embedding at any start position
-(09.1), the parameter count of a model with every architecture option (09.2) and the bytes of a
-KV cache (09.3).
+(09.1), the parameter count of a model with every architecture option (09.2), the bytes of a
+KV cache (09.3) and a multi-head checkpoint's keys and values mean-pooled into GQA heads (09.4).
 
 Each reference is computed here, independently of the code a learner could call: 09.1 rotates
 with complex numbers in float64 (not :mod:`minigpt.rope`'s cos/sin form), 09.2 counts the
@@ -19,7 +19,7 @@ from ..config import GPTConfig
 from ..model import GPT
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_rope", "check_param_count", "check_kv_cache_bytes", "CheckFailed"]
+__all__ = ["check_rope", "check_param_count", "check_kv_cache_bytes", "check_mha_to_gqa", "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str):
@@ -184,9 +184,18 @@ def check_param_count(fn: Callable) -> None:
                          tie_weights=False, bias=False),
                GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=6, n_embd=48, n_kv_head=1,
                          activation="swiglu", ffn_hidden=96, bias=False, qkv_bias=True)]
-    if is_hidden():
-        r = draw(92)
-        configs = [_random_config(r) for _ in range(6)]
+    if is_hidden():  # three configurations that between them hold every option (each mistake shows in
+        r = draw(92)  # every grading run), then three drawn at random
+        def sized(**opts):
+            nh = r.choice([4, 8])
+            return GPTConfig(vocab_size=r.randint(10, 300), block_size=r.randint(8, 256), n_layer=r.randint(1, 6),
+                             n_head=nh, n_embd=nh * 2 * r.randint(2, 12), **opts)
+        configs = [sized(norm="rmsnorm", bias=True, pos_emb="rope", activation="swiglu", n_kv_head=2, qk_norm=True),
+                   sized(bias=r.random() < 0.5, activation=r.choice(["gelu", "relu2"]), tie_weights=False,
+                         qkv_bias=True),
+                   sized(norm="rmsnorm", bias=True, activation="swiglu", ffn_hidden=8 * r.randint(4, 40),
+                         n_kv_head=1, tie_weights=False)]
+        configs += [_random_config(r) for _ in range(3)]
     for cfg in configs:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: instant, no memory
             ref = sum(p.numel() for p in GPT(cfg).parameters())  # shared tensors once
@@ -227,8 +236,12 @@ def check_kv_cache_bytes(fn: Callable) -> None:
              (GPTConfig(n_layer=6, n_head=8, n_embd=256, n_kv_head=1), 512, 3, 2)]
     if is_hidden():
         r = draw(93)
-        cases = [(_random_config(r, vocab=65), r.randint(1, 4096), r.randint(1, 8), r.choice([1, 2, 4, 8]))
-                 for _ in range(5)]
+        nh = r.choice([4, 8])  # the first case shows every mistake: GQA, several layers, a batch, > 1 byte
+        first = GPTConfig(n_layer=r.randint(2, 6), n_head=nh, n_embd=nh * 2 * r.randint(2, 12),
+                          n_kv_head=r.choice([1, nh // 2]))
+        cases = [(first, r.choice([r.randint(1, 63), r.randint(65, 4096)]), r.randint(2, 8), r.choice([2, 4, 8]))]
+        cases += [(_random_config(r, vocab=65), r.randint(1, 4096), r.randint(1, 8), r.choice([1, 2, 4, 8]))
+                  for _ in range(4)]
     for cfg, T, B, nbytes in cases:
         ref = _cache_bytes(cfg, T, B, nbytes)
         got = _as_int(_call(fn, cfg, T, B, nbytes, what="your KV-cache size"), "your KV-cache size")
@@ -251,3 +264,73 @@ def check_kv_cache_bytes(fn: Callable) -> None:
         fail(f"your {got:,} bytes differ from a real cache's {ref:,} (n_layer={L}, n_head={H}, n_kv_head="
              f"{cfg.n_kv_head}, head_size={hs}, seq_len={T}, batch_size={B}, {nbytes} bytes per number)")
     passed("KV-cache bytes: 2 (K and V) · n_layer · n_kv_head · head_size · seq_len · batch · bytes, as a real cache")
+
+
+# --- 09.4 multi-head -> grouped-query by mean-pooling ------------------------------------------
+
+def _pool(w: torch.Tensor, n_head: int, n_kv: int, *, how: str = "mean", strided: bool = False,
+          pool_q: bool = False) -> torch.Tensor:
+    """Mean-pool the K and V heads of a fused (3C, C) weight into n_kv heads each (Ainslie et al.
+    2023, §2.1), or one of the usual mistakes."""
+    C = w.shape[1]
+    hs, group = C // n_head, n_head // n_kv
+
+    def heads(block: torch.Tensor) -> torch.Tensor:  # (n_head·hs, C) -> (n_kv·hs, C)
+        h = block.reshape(n_head, hs, C)
+        h = h.reshape(group, n_kv, hs, C).transpose(0, 1) if strided else h.reshape(n_kv, group, hs, C)
+        out = {"mean": h.mean(1), "sum": h.sum(1), "first": h[:, 0]}[how]
+        return out.reshape(n_kv * hs, C)
+
+    q, k, v = w.split(C, dim=0)
+    return torch.cat((heads(q) if pool_q else q, heads(k), heads(v)), dim=0)
+
+
+def check_mha_to_gqa(fn: Callable) -> None:
+    """Check ``fn(w_qkv, n_head, n_kv_head) -> weight``: the fused (3C, C) ``c_attn.weight`` of a
+    multi-head layer (rows: queries, keys, values; head h = rows h·hs … (h+1)·hs − 1 of each)
+    becomes the ((n_head + 2·n_kv_head)·hs, C) weight of a grouped-query layer: queries kept, each
+    group of n_head // n_kv_head consecutive key (and value) heads replaced by their mean."""
+    cases = [(4, 2, 16), (6, 3, 12), (4, 1, 8)]
+    if is_hidden():
+        r = draw(94)
+        nh = r.choice([4, 6, 8, 12])  # the first case has >= 2 groups of >= 2 heads: every mistake shows
+        cases = [(nh, r.choice([d for d in range(2, nh // 2 + 1) if nh % d == 0]), nh * r.randint(1, 6))]
+        for _ in range(2):
+            nh = r.choice([2, 4, 6, 8, 12])
+            kv = r.choice([d for d in range(1, nh) if nh % d == 0])
+            cases.append((nh, kv, nh * r.randint(1, 6)))
+        cases.append((4, 4, 8))  # n_kv_head = n_head: nothing to pool
+    for k, (nh, kv, C) in enumerate(cases):
+        g = torch.Generator().manual_seed(seeded(95 + k))
+        w = torch.randn(3 * C, C, generator=g, dtype=torch.float64)
+        ref = _pool(w, nh, kv)
+        got = _call(fn, w, nh, kv, what="your conversion")
+        try:
+            got = torch.as_tensor(got).detach().double()
+        except (TypeError, ValueError, RuntimeError):
+            fail(f"your conversion should return a tensor, got {type(got).__name__}")
+        where = f"(n_head={nh}, n_kv_head={kv}, n_embd={C})"
+        if got.shape != ref.shape:
+            if got.shape == (2 * kv * (C // nh), C):
+                fail(f"you returned the keys and values only: keep the queries first, unchanged {where}")
+            if got.shape == (3 * kv * (C // nh), C):
+                fail(f"you pooled the query heads too: every query head stays; only keys and values are "
+                     f"shared {where}")
+            fail(f"return a weight of shape {tuple(ref.shape)} = ((n_head + 2·n_kv_head)·head_size, n_embd), "
+                 f"got {tuple(got.shape)} {where}")
+        if torch.allclose(got, ref, atol=1e-6):
+            continue
+        for value, msg in (
+            (_pool(w, nh, kv, strided=True), "you grouped heads h, h + n_kv_head, … (strided); a group is "
+                                             "n_head // n_kv_head CONSECUTIVE heads: reshape(n_kv_head, group, …)"),
+            (_pool(w, nh, kv, how="sum"), "you summed each group's heads; take their mean"),
+            (_pool(w, nh, kv, how="first"), "you kept the first head of each group; Ainslie et al. mean-pool "
+                                            "all heads of the group"),
+            (_pool(w, nh, kv, pool_q=True), "you pooled the query heads too: every query head stays; only keys "
+                                            "and values are shared"),
+        ):
+            if value.shape == got.shape and torch.allclose(got, value, atol=1e-6):
+                fail(f"{msg} {where}")
+        worst = (got - ref).abs().max().item()
+        fail(f"your weight differs from the mean-pooled one {where} (largest difference {worst:.3g})")
+    passed("multi-head -> grouped-query: queries kept, each group of consecutive K/V heads mean-pooled")
