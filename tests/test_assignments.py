@@ -36,6 +36,7 @@ PLANTED = {
     "06": ("06.2", "(alpha / r) * (x @ A.T @ B.T)", "alpha * (x @ A.T @ B.T)"),
     "07": ("07.1", "torch.softmax(logits / T, dim=-1)", "torch.softmax(logits, dim=-1) / T"),
     "08": ("08.3", "r = (0.5 * layer + 0.5 * eye) @ r", "r = layer @ r"),
+    "09": ("09.3", "2 * cfg.n_layer * cfg.kv_heads", "2 * cfg.n_layer * cfg.n_head"),
 }
 
 
@@ -55,7 +56,7 @@ def _write(nb, path: Path) -> Path:
 # --- markers -------------------------------------------------------------------------------
 
 def test_every_chapter_with_exercises_has_them_marked_and_hidden_tests():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(0, 9)]
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(0, 10)]
     for path in CHAPTERS:
         nb = _read(path)
         for ex in find_exercises(nb.cells):

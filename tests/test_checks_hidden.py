@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import Block
-from minigpt.checks import CheckFailed, ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, hidden_inputs
+from minigpt.checks import CheckFailed, ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, hidden_inputs
+from test_checks_ch09 import _count as _count09, _kv as _kv09, _rope as _rope09, _to_gqa as _to_gqa09
 
 OFFSETS = (101, 7919, 123_457, 9_999_991, 31_337)
 
@@ -275,6 +276,10 @@ HONEST = {
     ch07.check_repetition_rate: _repetition_rate,
     ch08.check_previous_token_score: lambda w: torch.diagonal(w, offset=-1, dim1=-2, dim2=-1).mean(-1),
     ch08.check_rollout: _rollout,
+    ch09.check_rope: _rope09,
+    ch09.check_param_count: _count09,
+    ch09.check_kv_cache_bytes: _kv09,
+    ch09.check_mha_to_gqa: _to_gqa09,
 }
 
 
