@@ -1,6 +1,6 @@
 """The induction control model of chapter 08: train it, time it, and check that the circuit is there.
 
-    python benchmarks/induction_control.py [--threads 1] [--steps 1500] [--seed 0]
+    python benchmarks/induction_control.py [--threads 1] [--steps 1000] [--seed 0]
 
 Trains :func:`minigpt.interpret.train_induction_model` (2-layer attention-only GPT) and reports on
 held-out [r, r] sequences: wall time, second-copy loss before/after, every head's induction and
@@ -34,7 +34,7 @@ def main() -> None:
                     help="torch threads for the training loop; 1 by default: this model is too small to gain "
                          "from a second thread, and with another process on the cores 2 threads ran 14-20x "
                          "slower per step here (0.86-1.26 s vs 0.064 s)")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=64)

@@ -13,8 +13,8 @@ from minigpt import GPTConfig
 from minigpt.interpret import (ablate, attention_patterns, direct_logit_attribution, half_losses, head_means,
                                hooks, induction_batch, induction_chance, induction_scores, logit_diff, logit_lens,
                                make_attention_only, normalise, patch_heads, patch_residual, patched,
-                               previous_token_scores, reference_means, repeated_random_tokens, run_metric,
-                               run_with_cache, target_logprob, train_induction_model)
+                               previous_token_scores, reference_means, repeated_random_tokens, run_from,
+                               run_metric, run_with_cache, target_logprob, train_induction_model)
 from minigpt.train import build_model
 
 ATOL = 1e-10
@@ -102,6 +102,35 @@ def test_cache_matches_manual(model, ids):
     torch.testing.assert_close(cache.heads, torch.stack(rec["z"]), atol=ATOL, rtol=0)
     torch.testing.assert_close(cache.mlps, torch.stack(rec["mlp"]), atol=ATOL, rtol=0)
     assert n_hooks(model) == 0
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2, 3])
+def test_run_from_layer_matches_manual(model, ids, layer):
+    """Starting at cache.resid[layer] gives the full forward pass's logits, also with a head of a
+    later layer zeroed by a hook (the reference: the independent manual pass)."""
+    cache = run_with_cache(model, ids)
+    ref, _ = manual(model, ids)
+    torch.testing.assert_close(run_from(model, cache.resid[layer], layer), ref, atol=ATOL, rtol=0)
+    if layer < 3:
+        def zero(l, z):
+            if l == 2:
+                z[:, :, 1] = 0
+            return z
+        want, _ = manual(model, ids, edit_z=zero)
+        with ablate(model, heads=[(2, 1)]):
+            got = run_from(model, cache.resid[layer], layer)
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+        assert (got - ref).abs().max() > 1e-3  # the ablation changed something: the test can fail
+    with pytest.raises(IndexError, match="use 0..3"):
+        run_from(model, cache.resid[0], 4)
+
+
+def test_run_from_with_rope():
+    m = build_model(GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=16, pos_emb="rope"),
+                    seed=1).double().eval()
+    idx = torch.randint(0, 23, (2, 9), generator=torch.Generator().manual_seed(0))
+    cache = run_with_cache(m, idx)
+    torch.testing.assert_close(run_from(m, cache.resid[1], 1), logits_of(m, idx), atol=ATOL, rtol=0)
 
 
 # ---------------------------------------------------------------- ablation

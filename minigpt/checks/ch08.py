@@ -7,14 +7,18 @@ and when it is wrong, tries the usual mistakes one by one to name the likely one
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..viz.analysis import attention_rollout, first_token_score, previous_token_score
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "CheckFailed"]
+__all__ = ["check_previous_token_score", "check_previous_token_head", "check_rollout", "check_ablation_effect",
+           "check_induction_head", "check_patch_position", "CheckFailed"]
 
 
 def _causal_random(shape, seed: int) -> torch.Tensor:
@@ -201,3 +205,318 @@ def check_rollout(fn: Callable) -> None:
              "and so does a product of such matrices")
     worst = (last - ref[-1]).abs().max().item()
     fail(f"your rollout differs from the reference (largest difference {worst:.3g})")
+
+
+# ---------------------------------------------------------------- causal exercises: 08.4 - 08.6
+# The references below are computed here by other means than the learner's forward hooks: a head is
+# switched off by zeroing its columns of c_proj's weight, a patch by running the blocks one by one.
+
+
+def _small_model(seed: int, L: int, H: int, hs: int, V: int):
+    """A random GPT in float64 with large weights and non-zero biases (so that a wrong slice or
+    a forgotten bias changes the answer), made without touching the global random state."""
+    from ..config import GPTConfig
+    from ..model import GPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeded(seed))
+        m = GPT(GPTConfig(vocab_size=V, block_size=24, n_layer=L, n_head=H, n_embd=H * hs, dropout=0.0))
+        g = torch.Generator().manual_seed(seeded(seed) + 1)
+        with torch.no_grad():  # weights of std 1.5/sqrt(fan-in), embeddings of std 1: every input matters
+            for name, p in m.named_parameters():
+                if p.dim() == 1:
+                    p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+                elif name.endswith(("wte.weight", "wpe.weight")):
+                    p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+                else:
+                    p.copy_(1.5 * torch.randn(p.shape, generator=g, dtype=p.dtype) / p.shape[1] ** 0.5)
+    return m.double().eval()
+
+
+def _ids(seed: int, B: int, T: int, V: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seeded(seed))
+    return torch.randint(0, V, (B, T), generator=g)
+
+
+@torch.no_grad()
+def _loss(model, idx) -> float:
+    logits = model(idx)[0]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).item()
+
+
+@torch.no_grad()
+def _with_weights(model, edit) -> torch.nn.Module:
+    m = copy.deepcopy(model)
+    edit(m)
+    return m
+
+
+def _n_hooks(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def _number(x, what: str) -> float:
+    t = _as(x, what)
+    if t.numel() != 1:
+        fail(f"{what} should be one number, got shape {tuple(t.shape)}")
+    return float(t)
+
+
+def _ablation_cases():
+    if not is_hidden():
+        return [(3, 4, 4, 13, 8, 2, 10, (1, 2))]
+    r = draw(91)
+    cases = []
+    for k in range(3):
+        L, H = r.randint(2, 4), r.randint(2, 5)
+        layer, head = r.randrange(L), r.randrange(H)
+        if k == 0 and L > 1 and H > 1:  # one case with layer != head, so that a swap shows
+            layer, head = r.choice([(a, b) for a in range(L) for b in range(H) if a != b and b < L and a < H]
+                                   or [(layer, head)])
+        cases.append((L, H, r.choice([4, 6, 8]), r.randint(7, 31), r.randint(5, 20), r.randint(1, 3),
+                      r.randint(5, 20), (layer, head)))
+    return cases
+
+
+@forbids('minigpt.interpret.ablation.ablate')
+def check_ablation_effect(fn: Callable) -> None:
+    """Check ``fn(model, idx, layer, head)``: the change in mean next-token loss (nats) on ``idx``
+    (B, T) when head ``head`` of layer ``layer`` outputs zeros (its slice of ``c_proj``'s input),
+    ablated minus clean. Hidden runs use other random models, heads and token batches."""
+    for n, (L, H, hs, V, seed, B, T, (layer, head)) in enumerate(_ablation_cases()):
+        model = _small_model(100 + seed, L, H, hs, V)
+        idx = _ids(200 + seed, B, T, V)
+        C = H * hs
+
+        def zero_in(l, cols):
+            def edit(m):
+                m.transformer.h[l].attn.c_proj.weight[:, cols] = 0
+            return edit
+
+        clean = _loss(model, idx)
+        sl = slice(head * hs, (head + 1) * hs)
+        ref = _loss(_with_weights(model, zero_in(layer, sl)), idx) - clean
+        before = _n_hooks(model)
+        got = _number(_call(fn, model, idx.clone(), layer, head, what="your function"), "your loss change")
+        if _n_hooks(model) != before:
+            fail("your hook is still registered after the function returned: keep the handle that "
+                 "register_forward_pre_hook returns and call handle.remove() (in a finally: block)")
+        if abs(got - ref) <= 1e-6 + 1e-5 * abs(ref):
+            continue
+
+        def out_rows(m):
+            p = m.transformer.h[layer].attn.c_proj
+            p.weight[sl] = 0
+            if p.bias is not None:
+                p.bias[sl] = 0
+        variants = [
+            (-ref, "the sign is flipped: return ablated loss minus clean loss (a head the model needs "
+                   "gives a positive number)"),
+            (ref + clean, "that is the ablated loss itself; return the change, ablated minus clean"),
+            (0.0, "your ablation changed nothing: a forward pre-hook must return the edited input as a "
+                  "tuple, e.g. (z,), and edit a copy (z = args[0].clone())"),
+            (_loss(_with_weights(model, zero_in(layer, slice(None))), idx) - clean,
+             f"you switched off all {H} heads of the layer; zero only columns head*hs:(head+1)*hs of "
+             "c_proj's input, hs = n_embd // n_head"),
+            (_loss(_with_weights(model, out_rows), idx) - clean,
+             "you zeroed a slice of c_proj's *output* (a slice of the residual stream); a head's output is "
+             "its slice of c_proj's *input*: use a forward pre-hook on attn.c_proj"),
+        ]
+        if head < L and layer < H and (layer, head) != (head, layer):
+            variants.append((_loss(_with_weights(model, zero_in(head, slice(layer * hs, (layer + 1) * hs))), idx)
+                             - clean, "layer and head are swapped: the head lives in model.transformer.h[layer]"))
+        if head + 1 < H:
+            nxt = slice((head + 1) * hs, (head + 2) * hs)
+            variants.append((_loss(_with_weights(model, zero_in(layer, nxt)), idx) - clean,
+                             "you zeroed the next head's slice; head h is columns h*hs to (h+1)*hs"))
+        for value, message in variants:
+            if abs(got - value) <= 1e-6 + 1e-5 * abs(value):
+                fail(message)
+        fail(f"your loss change differs from the reference by {abs(got - ref):.3g} nats (case {n + 1}, "
+             f"{L} layers x {H} heads, d_model {C}): zero head {head}'s slice of layer {layer}'s "
+             "c_proj input and compare the mean next-token loss with the clean run's")
+    passed("the loss change matches an independent computation (the head's columns of W_O set to zero)")
+
+
+def _induction_reference(w: torch.Tensor) -> torch.Tensor:
+    """Induction score by loops: (n, L, H, T, T) of [r, r] inputs -> (L, H)."""
+    n_seq, L, H, T, _ = w.shape
+    n = T // 2
+    out = torch.zeros(L, H, dtype=torch.float64)
+    for q in range(n, T):
+        out += w[:, :, :, q, q - n + 1].mean(0)
+    return out / (T - n)
+
+
+def _pattern(T: int, key) -> torch.Tensor:
+    """(T, T) attention putting all weight of query q on key(q) (or on itself where key(q) < 0)."""
+    p = torch.zeros(T, T, dtype=torch.float64)
+    for q in range(T):
+        k = key(q)
+        p[q, k if 0 <= k <= q else q] = 1
+    return p
+
+
+def _induction_weights(seed: int, n_seq: int, L: int, H: int, half: int, ind_at, prev_at, dup_at):
+    """Random causal weights (n_seq, L, H, 2·half, 2·half) with an induction head, a stronger
+    previous-token head and a duplicate-token head (attends to the earlier copy of the same token)."""
+    T = 2 * half
+    w = _causal_random((n_seq, L, H, T, T), seed=seed)
+    for at, key, share in [(ind_at, lambda q: q - half + 1 if q >= half else -1, 0.6),
+                           (prev_at, lambda q: q - 1, 0.9), (dup_at, lambda q: q - half if q >= half else -1, 0.8)]:
+        w[:, at[0], at[1]] = share * _pattern(T, key) + (1 - share) * w[:, at[0], at[1]]
+    return w
+
+
+@forbids('minigpt.interpret.induction.induction_scores', 'minigpt.viz.analysis.induction_score',
+         'minigpt.viz.analysis.induction_scores')
+def check_induction_head(fn: Callable) -> None:
+    """Check ``fn(weights)``: for attention weights (n_seq, n_layer, n_head, T, T) of sequences made
+    of a random half repeated twice (half = T // 2), the ``(layer, head)`` with the highest induction
+    score (mean weight from query q >= half to key q - half + 1). The weights are synthetic, with a
+    planted induction head and two decoys: a stronger previous-token head and a duplicate-token head."""
+    if is_hidden():
+        r = draw(95)
+        cases = []
+        for _ in range(3):
+            L, H = r.randint(2, 4), r.randint(3, 6)
+            heads = r.sample([(a, b) for a in range(L) for b in range(H)], 3)
+            if heads[0][0] == heads[0][1] and heads[0][1] < L:  # prefer a planted head where a swap shows
+                heads[0] = next(((a, b) for a in range(1, L) for b in range(H) if a != b and (a, b) not in heads),
+                                heads[0])
+            cases.append((r.randint(0, 10_000), r.randint(2, 4), L, H, r.randint(4, 15), *heads))
+    else:
+        cases = [(95, 3, 2, 4, 8, (1, 2), (0, 1), (1, 3))]
+    for seed, n_seq, L, H, half, ind_at, prev_at, dup_at in cases:
+        w = _induction_weights(seed, n_seq, L, H, half, ind_at, prev_at, dup_at)
+        s = _induction_reference(w)
+        best = divmod(int(s.argmax()), H)
+        assert best == tuple(ind_at), (best, ind_at)  # the planted head wins by construction
+        answer = _call(fn, w.clone(), what="your induction_head")
+        if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+            fail(f"return a pair (layer, head), e.g. (1, 3); got {answer!r}")
+        try:
+            got = tuple(int(a) for a in answer)
+        except (TypeError, ValueError):
+            fail(f"layer and head should be whole numbers, got {answer!r}")
+        if got == best:
+            continue
+        if got == (best[1], best[0]):
+            fail("close: you swapped them — return (layer, head), not (head, layer)")
+        if got == tuple(prev_at):
+            fail("that is a previous-token head (it attends to q-1); an induction head attends to the "
+                 "token *after* the earlier copy of the current token: key q - half + 1")
+        if got == tuple(dup_at):
+            fail("off by one: that head attends to the earlier copy of the *same* token (key q - half); "
+                 "the induction head attends to the token after it, q - half + 1")
+        if not (0 <= got[0] < L and 0 <= got[1] < H):
+            fail(f"{got} is not a head of these weights: layers 0..{L - 1}, heads 0..{H - 1}")
+        fail(f"layer {got[0]}, head {got[1]} scores {s[got].item():.2f}, another head scores "
+             f"{s.max().item():.2f}: average over the sequences and over the queries of the second "
+             "half only (q = half .. T-1), then take the largest")
+    passed("induction_head finds the planted induction head (not the previous-token or duplicate-token decoy)")
+
+
+@torch.no_grad()
+def _patch_reference(model, clean, corrupted, layer: int, positions, target: int, into: str = "corrupted") -> float:
+    """Log-prob of ``target`` at the last position when the residual stream entering block ``layer``
+    at ``positions`` comes from the clean run: the blocks run one by one, no hooks."""
+    tr = model.transformer
+
+    def stream(idx):
+        T = idx.shape[1]
+        x = tr.wte(idx) + tr.wpe(torch.arange(T))
+        out = []
+        for block in tr.h:
+            out.append(x)
+            x, _ = block(x)
+        out.append(x)
+        return out
+
+    src, dst = (clean, corrupted) if into == "corrupted" else (corrupted, clean)
+    saved = stream(src)[layer]
+    T = dst.shape[1]
+    x = tr.wte(dst) + tr.wpe(torch.arange(T))
+    for l, block in enumerate(tr.h):
+        if l == layer:
+            x = x.clone()
+            x[:, positions] = saved[:, positions]
+        x, _ = block(x)
+    if layer == len(tr.h):
+        x = x.clone()
+        x[:, positions] = saved[:, positions]
+    logits = model.lm_head(tr.ln_f(x))
+    return torch.log_softmax(logits[:, -1], -1)[:, target].mean().item()
+
+
+def _patch_case(L, H, hs, V, seed, B, T, layer, pos):
+    """One case of check_patch_position: model, prompts, target, the reference and the mistakes."""
+    model = _small_model(300 + seed, L, H, hs, V)
+    clean = _ids(400 + seed, B, T, V)
+    corrupted = clean.clone()
+    corrupted[:, pos] = (clean[:, pos] + 1 + _ids(500 + seed, B, 1, V - 1)[:, 0]) % V  # another token there
+    with torch.no_grad():
+        target = int(model(clean)[0][0, -1].argsort()[V // 2])  # a middling token: its log-prob is not saturated
+    ref = _patch_reference(model, clean, corrupted, layer, [pos], target)
+    p = lambda **k: _patch_reference(model, clean, corrupted, k.get("layer", layer), k.get("positions", [pos]),  # noqa: E731
+                                     target, k.get("into", "corrupted"))
+    variants = [
+        (p(layer=0, positions=[]), "your patch changed nothing: that is the corrupted run; the pre-hook "
+                                   "must return the edited input, e.g. (x,), with the clean values at `position` "
+                                   "(an earlier position changes nothing either: it saw no corrupted token)"),
+        (p(layer=0, positions=slice(None)), "that is the clean run's value: you patched every position (or "
+                                            "ran the clean prompt); replace only x[:, position]"),
+        (p(positions=slice(None)), "you patched every position; replace only x[:, position]"),
+        (p(layer=layer + 1), "one layer too late: patch the stream *entering* block `layer` (a forward pre-hook "
+                             "on model.transformer.h[layer]), not its output"),
+        (p(into="clean"), "the direction is reversed: run the *corrupted* prompt with the *clean* "
+                          "activation patched in"),
+        (math.exp(ref), "that is a probability; return the log-probability (log_softmax)"),
+        (p(positions=[pos + 1]), "off by one position: patch x[:, position], the position itself"),
+    ]
+    return model, clean, corrupted, target, ref, variants
+
+
+_TRIES: list[int] = []  # attempts per case (for the tests' timing)
+
+
+def _patch_cases():
+    if not is_hidden():
+        return [(3, 4, 4, 11, 31, 2, 9, 1, 5)]
+    r = draw(97)
+    cases = []
+    for _ in range(3):
+        L, T = r.randint(3, 4), r.randint(6, 14)  # layer 1..L-2: at layer 0 a one-position patch IS the clean run
+        cases.append((L, r.randint(2, 4), r.choice([4, 8]), r.randint(7, 23), r.randint(0, 999), r.randint(1, 3), T,
+                      r.randint(1, L - 2), r.randint(1, T - 3)))  # layer + 1 is a block: a late patch shows
+    return cases
+
+
+@forbids('minigpt.interpret.patching.patched', 'minigpt.interpret.patching.patch_residual',
+         'minigpt.interpret.patching.patch_heads')
+def check_patch_position(fn: Callable) -> None:
+    """Check ``fn(model, clean, corrupted, layer, position, target)``: the mean log-probability of
+    ``target`` at the last position of the corrupted run (B, T) when the residual stream entering
+    block ``layer``, at ``position`` only, is replaced by the clean run's."""
+    for n, (L, H, hs, V, seed, B, T, layer, pos) in enumerate(_patch_cases()):
+        for attempt in range(10):  # a case where every mistake below gives another number
+            model, clean, corrupted, target, ref, variants = _patch_case(L, H, hs, V, seed + 1000 * attempt, B, T,
+                                                                          layer, pos)
+            if all(abs(v - ref) > 1e-3 for v, _ in variants):
+                break
+        _TRIES.append(attempt)
+        before = _n_hooks(model)
+        got = _number(_call(fn, model, clean.clone(), corrupted.clone(), layer, pos, target, what="your function"),
+                      "your metric")
+        if _n_hooks(model) != before:
+            fail("your hook is still registered after the function returned: keep the handle that "
+                 "register_forward_pre_hook returns and call handle.remove() (in a finally: block)")
+        if abs(got - ref) <= 1e-6 + 1e-5 * abs(ref):
+            continue
+        for value, message in variants:
+            if abs(got - value) <= 1e-6 + 1e-5 * abs(value):
+                fail(message)
+        fail(f"your metric differs from the reference by {abs(got - ref):.3g} (case {n + 1}: {L} layers, "
+             f"T = {T}, layer {layer}, position {pos}): the mean over the batch of log_softmax(logits[:, -1])"
+             "[:, target] of the corrupted run with the clean stream at that one position")
+    passed("the patched metric matches an independent run that feeds the blocks one by one")

@@ -12,7 +12,7 @@ hooks from outside the model (:mod:`.hooks` names the sites):
 
 from .ablation import HeadEffects, Means, ablate, head_ablation_effects, head_means, reference_means
 from .attribution import LogitAttribution, direct_logit_attribution
-from .hooks import ActivationCache, eval_mode, hooks, run_with_cache
+from .hooks import ActivationCache, eval_mode, hooks, run_from, run_with_cache
 from .induction import (InductionTraining, attention_patterns, half_losses, induction_batch, induction_chance,
                         induction_scores, make_attention_only, previous_token_scores, repeated_random_tokens,
                         train_induction_model)
@@ -25,5 +25,5 @@ __all__ = [
     "direct_logit_attribution", "eval_mode", "half_losses", "head_ablation_effects", "head_means", "hooks", "induction_batch",
     "induction_chance", "induction_scores", "logit_diff", "logit_lens", "make_attention_only", "normalise",
     "patch_heads", "patch_residual", "patched", "previous_token_scores", "reference_means",
-    "repeated_random_tokens", "run_metric", "run_with_cache", "target_logprob", "train_induction_model",
+    "repeated_random_tokens", "run_from", "run_metric", "run_with_cache", "target_logprob", "train_induction_model",
 ]

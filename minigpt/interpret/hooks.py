@@ -132,3 +132,19 @@ def run_with_cache(model, idx) -> ActivationCache:
     return ActivationCache(resid=torch.stack([resid[l] for l in range(L + 1)]),
                            heads=torch.stack([heads[l] for l in range(L)]),
                            mlps=torch.stack([mlps[l] for l in range(L)]), logits=logits.detach())
+
+
+@torch.no_grad()
+def run_from(model, x: torch.Tensor, layer: int) -> torch.Tensor:
+    """Logits (B, T, V) from the residual stream ``x`` (B, T, C) entering block ``layer``
+    (``cache.resid[layer]`` of :func:`run_with_cache`): runs blocks ``layer..n_layer-1``, the final
+    norm and the head only, in eval mode. An edit at layer ``layer`` or later (an ablated head, a
+    patch) leaves the blocks below unchanged, so this gives the same logits as a full forward pass
+    with the same hooks, for (n_layer - layer) / n_layer of the blocks' cost."""
+    layer = check_layer(model, layer, allow_final=True)
+    T = x.shape[1]
+    rope = model.rotary(torch.arange(T, device=x.device), x.dtype)
+    with eval_mode(model):
+        for block in blocks(model)[layer:]:
+            x, _ = block(x, rope=rope)
+        return model.lm_head(model.transformer.ln_f(x))
