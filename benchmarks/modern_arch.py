@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
     gl, rl = fixed[("GPT-2", seeds[0])]["length"], fixed[("+RoPE", seeds[0])]["length"]
     T0 = base["block_size"]
     res = {
-        "machine": {"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads,
+        "machine": {"cpu": cpu_model(), "torch": str(torch.__version__), "threads": args.threads,
                     "load_before": load_before, "load_after": loadavg(),
                     "wall_s": round(time.perf_counter() - wall0, 1), "date": date,
                     "python": platform.python_version(), "cores": os.cpu_count()},
