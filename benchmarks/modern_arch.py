@@ -42,6 +42,7 @@ Usage::
     python benchmarks/modern_arch.py                 # 200 steps x 3 seeds x 6 rungs (~25 min on 2 busy cores)
     python benchmarks/modern_arch.py --quick         # smoke run (< 1 min), written to a temp folder
     python benchmarks/modern_arch.py --steps 300 --seeds 0,1,2,3 --workers 1
+    python benchmarks/modern_arch.py --table benchmarks/results/modern_arch.json   # the .md again from the .json
 
 Writes ``benchmarks/results/modern_arch.json`` and ``.md`` (``--out`` to change; ``--quick``
 never writes there unless ``--out`` says so).
@@ -254,10 +255,17 @@ def _line(r: dict) -> str:
 
 
 def mean_spread(xs: list[float], digits: int) -> str:
+    """'mean (min–max)' with ``digits`` decimals (thousands separated)."""
     m = statistics.fmean(xs)
     if len(xs) == 1:
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ({min(xs):.{digits}f}–{max(xs):.{digits}f})"
+        return f"{m:,.{digits}f}"
+    return f"{m:,.{digits}f} ({min(xs):,.{digits}f} – {max(xs):,.{digits}f})"
+
+
+def signed_spread(xs: list[float], digits: int) -> str:
+    """A difference: '+0.012 (−0.003 … +0.020)', signs always shown, minus as U+2212."""
+    f = (lambda x: f"{x:+.{digits}f}".replace("-", "\u2212"))
+    return f(statistics.fmean(xs)) + ("" if len(xs) == 1 else f" ({f(min(xs))} … {f(max(xs))})")
 
 
 def markdown(res: dict) -> str:
@@ -266,7 +274,8 @@ def markdown(res: dict) -> str:
     base = vs[0]
     lines = [
         f"Mean over seeds {', '.join(map(str, st['seeds']))} (min–max in brackets); Δ = the rung minus "
-        f"GPT-2 of the same seed (paired), mean (min–max). Tokens/s per core: single-thread CPU time.",
+        f"GPT-2 of the same seed (paired), mean (min … max), negative = lower loss than GPT-2. "
+        f"Tokens/s: single-thread CPU time.",
         "",
         f"| variant | params | KV bytes/token | tokens/s | val loss @ {S} steps | Δ vs GPT-2 | "
         f"val loss @ GPT-2's CPU time | Δ vs GPT-2 | steps in that time |",
@@ -275,7 +284,7 @@ def markdown(res: dict) -> str:
     for v in vs:
         d1 = [a - b for a, b in zip(v["val_loss_steps"], base["val_loss_steps"])]
         d2 = [a - b for a, b in zip(v["val_loss_time"], base["val_loss_time"])]
-        dd = (lambda d: "—" if v is base else mean_spread(d, 3))
+        dd = (lambda d: "—" if v is base else signed_spread(d, 3))
         lines.append(
             f"| {v['name']} | {v['params']:,} | {v['kv_bytes_per_token']:,} | "
             f"{mean_spread(v['tokens_per_s'], 0)} | {mean_spread(v['val_loss_steps'], 3)} | {dd(d1)} | "
@@ -315,9 +324,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--length-windows", type=int, default=None,
                     help="at most this many val windows of 4x block_size for the length test (default: all)")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="print (and rewrite beside it) the .md table of a stored .json, without training")
     ap.add_argument("--out", type=Path, default=None,
                     help="output path without suffix (default benchmarks/results/modern_arch; --quick: a temp folder)")
     args = ap.parse_args(argv)
+    if args.table:
+        res = json.loads(args.table.read_text())
+        args.table.with_suffix(".md").write_text(markdown(res))
+        print(markdown(res), end="")
+        return res
     q = args.quick
     steps = args.steps or (6 if q else 200)
     seeds = [int(s) for s in (args.seeds or ("0,1" if q else "0,1,2")).split(",")]
