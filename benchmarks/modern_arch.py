@@ -39,7 +39,7 @@ block_size 256 — the least invasive way past the package's length check.
 
 Usage::
 
-    python benchmarks/modern_arch.py                 # 200 steps x 3 seeds x 6 rungs (47 min wall on 2 cores at load 2-9; ~14 min of CPU per core)
+    python benchmarks/modern_arch.py                 # 200 steps x 3 seeds x 6 rungs (47 min wall on 2 busy cores; 25 min of training CPU time in all)
     python benchmarks/modern_arch.py --quick         # smoke run (< 1 min), written to a temp folder
     python benchmarks/modern_arch.py --steps 300 --seeds 0,1,2,3 --workers 1
     python benchmarks/modern_arch.py --table benchmarks/results/modern_arch.json   # the .md again from the .json
