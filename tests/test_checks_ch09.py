@@ -59,8 +59,8 @@ def test_rope_honest_answers_pass(capsys):
     (dict(offset=1), "off by one"),
     (dict(sign=-1.0), "wrong way"),
     (dict(interleaved=True), "paired neighbours"),
-    (dict(exponent=1.0), "theta^(-i/d)"),
-    (dict(exponent=4.0), "theta^(-2i/(d/2))"),
+    (dict(exponent=1.0), "base^(-i/d)"),
+    (dict(exponent=4.0), "base^(-2i/(d/2))"),
 ])
 def test_rope_mistakes_are_named(kwargs, fragment):
     fails_with(ch09.check_rope, lambda x, s, th: _rope(x, s, th, **kwargs), fragment)

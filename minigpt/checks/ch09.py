@@ -77,9 +77,9 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 @forbids('minigpt.rope.apply_rope', 'minigpt.rope.rope_cos_sin', 'minigpt.rope.rotate_half',
          'minigpt.model.GPT.rotary')
 def check_rope(fn: Callable) -> None:
-    """Check ``fn(x, start, theta) -> x rotated``: x (B, H, T, d) holds queries (or keys) at
+    """Check ``fn(x, start, base) -> x rotated``: x (B, H, T, d) holds queries (or keys) at
     absolute positions start, …, start + T − 1; pair i = (x[..., i], x[..., i + d/2]) turns by the
-    angle pos·theta^(−2i/d)."""
+    angle pos·base^(−2i/d)."""
     cases = [((1, 2, 5, 8), 0, 10000.0), ((2, 3, 4, 16), 7, 10000.0), ((1, 1, 3, 4), 100, 100.0)]
     if is_hidden():  # other shapes, starts (a long prefix in the cache) and bases
         r = draw(91)
@@ -100,9 +100,9 @@ def check_rope(fn: Callable) -> None:
             fail(f"return a tensor of x's shape {tuple(ref.shape)}, got {tuple(got.shape)}")
         if _close(got, ref):
             continue
-        where = f"(x of shape {tuple(shape)}, start={start}, theta={theta:g})"
+        where = f"(x of shape {tuple(shape)}, start={start}, base={theta:g})"
         for value, msg in (
-            (x, "nothing was rotated: turn each pair by the angle pos·theta^(-2i/d)"),
+            (x, "nothing was rotated: turn each pair by the angle pos·base^(-2i/d)"),
             (_rope_complex(x, 0, theta), "you rotated as if the first row sat at position 0: the rows are at "
                                          "positions start, start+1, …"),
             (_rope_complex(x, start, theta, offset=1), "off by one: the first row sits at position start, "
@@ -113,17 +113,17 @@ def check_rope(fn: Callable) -> None:
                                                         "becomes x₁·cos − x₂·sin, the second x₂·cos + x₁·sin"),
             (_rope_complex(x, start, theta, layout="interleaved"), "you paired neighbours (x[2i], x[2i+1]); "
                                                                    "this model pairs x[i] with x[i + d/2]"),
-            (_rope_complex(x, start, theta, exponent=1.0), "your angular speeds are theta^(-i/d); they are "
-                                                           "theta^(-2i/d) for pair i = 0 … d/2 − 1"),
-            (_rope_complex(x, start, theta, exponent=4.0), "your angular speeds are theta^(-2i/(d/2)); they "
-                                                           "are theta^(-2i/d), d the full head size"),
+            (_rope_complex(x, start, theta, exponent=1.0), "your angular speeds are base^(-i/d); they are "
+                                                           "base^(-2i/d) for pair i = 0 … d/2 − 1"),
+            (_rope_complex(x, start, theta, exponent=4.0), "your angular speeds are base^(-2i/(d/2)); they "
+                                                           "are base^(-2i/d), d the full head size"),
         ):
             if _close(got, value) and not _close(value, ref):
                 fail(f"{msg} {where}")
         worst = (got - ref).abs().max().item()
-        fail(f"your rotated tensor differs from the rotation by pos·theta^(-2i/d) {where} "
+        fail(f"your rotated tensor differs from the rotation by pos·base^(-2i/d) {where} "
              f"(largest difference {worst:.3g})")
-    passed("rotary embedding at any start position: each pair (x[i], x[i + d/2]) turned by pos·θ^(−2i/d)")
+    passed("rotary embedding at any start position: each pair (x[i], x[i + d/2]) turned by pos·base^(−2i/d)")
 
 
 # --- 09.2 parameter count ---------------------------------------------------------------------
