@@ -6,7 +6,8 @@ the most key/value heads whose cache fits a memory budget (09.5).
 Each reference is computed here, independently of the code a learner could call: 09.1 rotates
 with complex numbers in float64 (not :mod:`minigpt.rope`'s cos/sin form), 09.2 counts the
 tensors of a real ``GPT`` built on the meta device, 09.3 counts the bytes of a real ``KVCache``'s
-tensors, 09.5 tries every divisor of n_head against the bytes of such a cache. A wrong answer is compared with the usual mistakes, one by one, to name the likely one.
+tensors, 09.5 tries every divisor of n_head against the bytes of such a cache. A wrong answer is
+compared with the usual mistakes, one by one, to name the likely one.
 """
 
 from __future__ import annotations
