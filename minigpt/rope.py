@@ -3,8 +3,10 @@
 Split a head's ``d`` dimensions into pairs ``(i, i + d/2)`` (the "rotate-half" layout of
 Llama and Hugging Face, so imported weights need no permutation) and turn pair ``i`` at position
 ``m`` by the angle ``m·θ_i`` with ``θ_i = base^(-2i/d)``. A rotation keeps lengths, and the dot
-product of a query rotated by ``m`` with a key rotated by ``n`` depends only on ``m − n``:
-attention sees relative positions, with nothing added to the residual stream.
+product of a query rotated by ``m`` with a key rotated by ``n`` depends only on ``n − m``:
+the scores see relative positions. No position *vector* is added to the residual stream;
+position still reaches it indirectly, through the attention weights the rotation sets (and even
+the causal mask alone lets a model infer position: Haviv et al. 2022).
 """
 
 from __future__ import annotations

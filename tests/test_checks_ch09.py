@@ -59,8 +59,8 @@ def test_rope_honest_answers_pass(capsys):
     (dict(offset=1), "off by one"),
     (dict(sign=-1.0), "wrong way"),
     (dict(interleaved=True), "paired neighbours"),
-    (dict(exponent=1.0), "theta^(-i/d)"),
-    (dict(exponent=4.0), "theta^(-2i/(d/2))"),
+    (dict(exponent=1.0), "base^(-i/d)"),
+    (dict(exponent=4.0), "base^(-2i/(d/2))"),
 ])
 def test_rope_mistakes_are_named(kwargs, fragment):
     fails_with(ch09.check_rope, lambda x, s, th: _rope(x, s, th, **kwargs), fragment)
@@ -94,13 +94,14 @@ def test_rope_calling_the_package_is_refused():
 # --- 09.2 parameter count ---------------------------------------------------------------------
 
 def _count(cfg, *, kv=True, rms_bias=False, qk=True, gate=True, wpe_always=False, untied=True, tied_twice=False,
-           ffn_4c=False):
+           ffn_4c=False, qkv_bias_from_bias=False):
     C, hs = cfg.n_embd, cfg.head_size
     F = 4 * C if ffn_4c else cfg.ffn_width
     n_kv = cfg.kv_heads if kv else cfg.n_head
     norm = C + (C if cfg.bias and (cfg.norm == "layernorm" or rms_bias) else 0)
     qkv = (cfg.n_head + 2 * n_kv) * hs
-    attn = C * qkv + (qkv if cfg.attn_bias else 0) + C * C + (C if cfg.bias else 0) + (2 * hs if cfg.qk_norm and qk else 0)
+    has_qkv_bias = cfg.bias if qkv_bias_from_bias else cfg.attn_bias
+    attn = C * qkv + (qkv if has_qkv_bias else 0) + C * C + (C if cfg.bias else 0) + (2 * hs if cfg.qk_norm and qk else 0)
     up = 2 if cfg.activation == "swiglu" and gate else 1
     ffn = (up + 1) * C * F + ((up * F + C) if cfg.bias else 0)
     n = cfg.vocab_size * C + cfg.n_layer * (2 * norm + attn + ffn) + norm
@@ -139,6 +140,7 @@ def test_param_count_matches_real_models_on_many_configs():
     (dict(untied=False), "its own vocab_size × n_embd"),
     (dict(tied_twice=True), "count that matrix once"),
     (dict(qk=False), "qk_norm adds"),
+    (dict(qkv_bias_from_bias=True), "qkv_bias=True gives c_attn a bias even with bias=False"),
 ])
 def test_param_count_mistakes_are_named(kwargs, fragment):
     fails_with(ch09.check_param_count, lambda cfg: _count(cfg, **kwargs), fragment)
@@ -246,3 +248,50 @@ def test_mha_to_gqa_gives_a_working_gqa_layer_that_equals_mha_when_heads_agree()
 ])
 def test_mha_to_gqa_mistakes_are_named(kwargs, fragment):
     fails_with(ch09.check_mha_to_gqa, lambda w, nh, kv: _to_gqa(w, nh, kv, **kwargs), fragment)
+
+
+# --- 09.5 the most key/value heads that fit ------------------------------------------------------
+
+def _heads_that_fit(cfg, T, B, nbytes, budget, *, smallest=False, any_int=False, batch=True, lt=False):
+    """Written from the formula 2·L·kv·hs·T·B·bytes (the honest answer), or one of the typical mistakes."""
+    per_head = 2 * cfg.n_layer * cfg.head_size * T * (B if batch else 1) * nbytes
+    if any_int:
+        return min(cfg.n_head, budget // per_head)
+    ok = [d for d in range(1, cfg.n_head + 1) if cfg.n_head % d == 0
+          and (d * per_head < budget if lt else d * per_head <= budget)]
+    if not ok:
+        return 0
+    return min(ok) if smallest else max(ok)
+
+
+def test_kv_heads_that_fit_honest_answer_passes(capsys):
+    passes(ch09.check_kv_heads_that_fit, _heads_that_fit, capsys)
+    for offset in OFFSETS:
+        with hidden_inputs(offset):
+            ch09.check_kv_heads_that_fit(_heads_that_fit)
+
+
+def test_kv_heads_that_fit_llama_case_is_eight():
+    """Independent arithmetic: 80 layers · 128 dims · 8,192 tokens · 16 sequences · 2 bytes · 2 (K, V)
+    = 5 GiB per key/value head, so 40 GiB hold 8 of them."""
+    assert 2 * 80 * 128 * 8192 * 16 * 2 == 5 * 2**30
+    cfg = GPTConfig(vocab_size=32000, block_size=4096, n_layer=80, n_head=64, n_embd=8192)
+    assert _heads_that_fit(cfg, 8192, 16, 2, 40 * 2**30) == 8
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(smallest=True), "the MOST key/value heads"),
+    (dict(any_int=True), "does not divide n_head"),
+    (dict(batch=False), "more than the budget"),
+])
+def test_kv_heads_that_fit_mistakes_are_named(kwargs, fragment):
+    fails_with(ch09.check_kv_heads_that_fit, lambda c, T, B, nb, bud: _heads_that_fit(c, T, B, nb, bud, **kwargs),
+               fragment)
+
+
+def test_kv_heads_that_fit_none_slip_is_named():
+    """cfg.n_kv_head is None for a multi-head config: using it crashes, and the message says what to use."""
+    fails_with(ch09.check_kv_heads_that_fit,
+               lambda c, T, B, nb, bud: 2 * c.n_layer * c.n_kv_head * c.head_size * T * B * nb, "use cfg.kv_heads")
+    fails_with(ch09.check_kv_cache_bytes, lambda c, T, B, nb: 2 * c.n_layer * c.n_kv_head * c.head_size * T * B * nb,
+               "use cfg.kv_heads")

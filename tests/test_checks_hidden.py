@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from minigpt import Block
 from minigpt.checks import CheckFailed, ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, hidden_inputs
-from test_checks_ch09 import _count as _count09, _kv as _kv09, _rope as _rope09, _to_gqa as _to_gqa09
+from test_checks_ch09 import _count as _count09, _heads_that_fit as _fit09, _kv as _kv09, _rope as _rope09, \
+    _to_gqa as _to_gqa09
 
 OFFSETS = (101, 7919, 123_457, 9_999_991, 31_337)
 
@@ -280,6 +281,7 @@ HONEST = {
     ch09.check_param_count: _count09,
     ch09.check_kv_cache_bytes: _kv09,
     ch09.check_mha_to_gqa: _to_gqa09,
+    ch09.check_kv_heads_that_fit: _fit09,
 }
 
 

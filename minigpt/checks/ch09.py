@@ -1,11 +1,13 @@
 """Checks for chapter 09, from GPT-2 to a modern LLM: rotary embedding at any start position
 (09.1), the parameter count of a model with every architecture option (09.2), the bytes of a
-KV cache (09.3) and a multi-head checkpoint's keys and values mean-pooled into GQA heads (09.4).
+KV cache (09.3), a multi-head checkpoint's keys and values mean-pooled into GQA heads (09.4) and
+the most key/value heads whose cache fits a memory budget (09.5).
 
 Each reference is computed here, independently of the code a learner could call: 09.1 rotates
 with complex numbers in float64 (not :mod:`minigpt.rope`'s cos/sin form), 09.2 counts the
 tensors of a real ``GPT`` built on the meta device, 09.3 counts the bytes of a real ``KVCache``'s
-tensors. A wrong answer is compared with the usual mistakes, one by one, to name the likely one.
+tensors, 09.5 tries every divisor of n_head against the bytes of such a cache. A wrong answer is
+compared with the usual mistakes, one by one, to name the likely one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..config import GPTConfig
 from ..model import GPT
 from . import CheckFailed, draw, fail, forbids, is_hidden, passed, seeded
 
-__all__ = ["check_rope", "check_param_count", "check_kv_cache_bytes", "check_mha_to_gqa", "CheckFailed"]
+__all__ = ["check_rope", "check_param_count", "check_kv_cache_bytes", "check_mha_to_gqa", "check_kv_heads_that_fit",
+           "CheckFailed"]
 
 
 def _call(fn: Callable, *args, what: str):
@@ -29,6 +32,10 @@ def _call(fn: Callable, *args, what: str):
         except CheckFailed:
             raise
         except Exception as e:  # noqa: BLE001 - any crash becomes a one-line message
+            if isinstance(e, TypeError) and "NoneType" in str(e) and any(
+                    isinstance(a, GPTConfig) and a.n_kv_head is None for a in args):
+                fail(f"{what} raised TypeError ({e}): n_kv_head is None for multi-head attention; use cfg.kv_heads "
+                     "(n_kv_head, or n_head when it is None)")
             fail(f"{what} raised {type(e).__name__}: {e}")
 
 
@@ -71,9 +78,9 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 @forbids('minigpt.rope.apply_rope', 'minigpt.rope.rope_cos_sin', 'minigpt.rope.rotate_half',
          'minigpt.model.GPT.rotary')
 def check_rope(fn: Callable) -> None:
-    """Check ``fn(x, start, theta) -> x rotated``: x (B, H, T, d) holds queries (or keys) at
+    """Check ``fn(x, start, base) -> x rotated``: x (B, H, T, d) holds queries (or keys) at
     absolute positions start, …, start + T − 1; pair i = (x[..., i], x[..., i + d/2]) turns by the
-    angle pos·theta^(−2i/d)."""
+    angle pos·base^(−2i/d)."""
     cases = [((1, 2, 5, 8), 0, 10000.0), ((2, 3, 4, 16), 7, 10000.0), ((1, 1, 3, 4), 100, 100.0)]
     if is_hidden():  # other shapes, starts (a long prefix in the cache) and bases
         r = draw(91)
@@ -94,9 +101,9 @@ def check_rope(fn: Callable) -> None:
             fail(f"return a tensor of x's shape {tuple(ref.shape)}, got {tuple(got.shape)}")
         if _close(got, ref):
             continue
-        where = f"(x of shape {tuple(shape)}, start={start}, theta={theta:g})"
+        where = f"(x of shape {tuple(shape)}, start={start}, base={theta:g})"
         for value, msg in (
-            (x, "nothing was rotated: turn each pair by the angle pos·theta^(-2i/d)"),
+            (x, "nothing was rotated: turn each pair by the angle pos·base^(-2i/d)"),
             (_rope_complex(x, 0, theta), "you rotated as if the first row sat at position 0: the rows are at "
                                          "positions start, start+1, …"),
             (_rope_complex(x, start, theta, offset=1), "off by one: the first row sits at position start, "
@@ -107,17 +114,17 @@ def check_rope(fn: Callable) -> None:
                                                         "becomes x₁·cos − x₂·sin, the second x₂·cos + x₁·sin"),
             (_rope_complex(x, start, theta, layout="interleaved"), "you paired neighbours (x[2i], x[2i+1]); "
                                                                    "this model pairs x[i] with x[i + d/2]"),
-            (_rope_complex(x, start, theta, exponent=1.0), "your angular speeds are theta^(-i/d); they are "
-                                                           "theta^(-2i/d) for pair i = 0 … d/2 − 1"),
-            (_rope_complex(x, start, theta, exponent=4.0), "your angular speeds are theta^(-2i/(d/2)); they "
-                                                           "are theta^(-2i/d), d the full head size"),
+            (_rope_complex(x, start, theta, exponent=1.0), "your angular speeds are base^(-i/d); they are "
+                                                           "base^(-2i/d) for pair i = 0 … d/2 − 1"),
+            (_rope_complex(x, start, theta, exponent=4.0), "your angular speeds are base^(-2i/(d/2)); they "
+                                                           "are base^(-2i/d), d the full head size"),
         ):
             if _close(got, value) and not _close(value, ref):
                 fail(f"{msg} {where}")
         worst = (got - ref).abs().max().item()
-        fail(f"your rotated tensor differs from the rotation by pos·theta^(-2i/d) {where} "
+        fail(f"your rotated tensor differs from the rotation by pos·base^(-2i/d) {where} "
              f"(largest difference {worst:.3g})")
-    passed("rotary embedding at any start position: each pair (x[i], x[i + d/2]) turned by pos·θ^(−2i/d)")
+    passed("rotary embedding at any start position: each pair (x[i], x[i + d/2]) turned by pos·base^(−2i/d)")
 
 
 # --- 09.2 parameter count ---------------------------------------------------------------------
@@ -129,7 +136,8 @@ def _formula(cfg: GPTConfig, mistake: str = "") -> int:
     rms = cfg.norm == "rmsnorm"
     norm = C + (C if cfg.bias and (not rms or mistake == "rms_bias") else 0)
     qkv = (H + 2 * kv) * hs
-    attn = C * qkv + (qkv if cfg.attn_bias else 0) + C * C + (C if cfg.bias else 0)
+    qkv_has_bias = cfg.bias if mistake == "attn_bias" else cfg.attn_bias
+    attn = C * qkv + (qkv if qkv_has_bias else 0) + C * C + (C if cfg.bias else 0)
     if cfg.qk_norm and mistake != "qk_norm":
         attn += 2 * hs
     gated = cfg.activation == "swiglu" and mistake != "two_matrices"
@@ -156,6 +164,8 @@ _COUNT_MISTAKES = {
     "wpe": "rotary positions have no table: no wpe when pos_emb='rope'",
     "untied": "with tie_weights=False the output head has its own vocab_size × n_embd matrix",
     "tied_twice": "a tied head IS the token embedding: count that matrix once",
+    "attn_bias": "the Q/K/V projection's bias follows cfg.attn_bias (qkv_bias when set, else bias): qkv_bias=True "
+                 "gives c_attn a bias even with bias=False, qkv_bias=False removes it even with bias=True",
 }
 
 
@@ -209,7 +219,7 @@ def check_param_count(fn: Callable) -> None:
              f"n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}, n_embd={cfg.n_embd}, "
              f"norm={cfg.norm!r}, pos_emb={cfg.pos_emb!r}, activation={cfg.activation!r}, "
              f"ffn_hidden={cfg.ffn_hidden}, bias={cfg.bias}, qkv_bias={cfg.qkv_bias}, qk_norm={cfg.qk_norm}, "
-             f"tie_weights={cfg.tie_weights}); count each module's tensors as in section 7")
+             f"tie_weights={cfg.tie_weights}); count each module's tensors as in chapter 03, section 9")
     passed("parameter count of any configuration: equal to the tensors of GPT(config)")
 
 
@@ -334,3 +344,64 @@ def check_mha_to_gqa(fn: Callable) -> None:
         worst = (got - ref).abs().max().item()
         fail(f"your weight differs from the mean-pooled one {where} (largest difference {worst:.3g})")
     passed("multi-head -> grouped-query: queries kept, each group of consecutive K/V heads mean-pooled")
+
+
+# --- 09.5 the most key/value heads that fit a cache budget --------------------------------------
+
+def _fits(cfg: GPTConfig, n_kv: int, seq_len: int, batch_size: int, nbytes: int) -> int:
+    """Bytes of a real KVCache for cfg with n_kv key/value heads (meta device, nothing allocated)."""
+    return _cache_bytes(GPTConfig.from_dict({**cfg.to_dict(), "n_kv_head": n_kv}), seq_len, batch_size, nbytes)
+
+
+def _kv_heads_ref(cfg: GPTConfig, seq_len: int, batch_size: int, nbytes: int, budget: int) -> int:
+    divisors = [d for d in range(1, cfg.n_head + 1) if cfg.n_head % d == 0]
+    return max((d for d in divisors if _fits(cfg, d, seq_len, batch_size, nbytes) <= budget), default=0)
+
+
+@forbids('minigpt.config.GPTConfig.kv_cache_bytes_per_token', 'minigpt.attention.KVCache.__init__',
+         'minigpt.attention.KVCache.bytes_per_token', 'minigpt.model.GPT.new_kv_cache')
+def check_kv_heads_that_fit(fn: Callable) -> None:
+    """Check ``fn(cfg, seq_len, batch_size, bytes_per_element, budget_bytes) -> int``: the largest
+    ``n_kv_head`` that divides ``cfg.n_head`` and whose cache for ``batch_size`` sequences of
+    ``seq_len`` tokens takes at most ``budget_bytes``; 0 when not even one key/value head fits.
+    The reference tries every divisor against the bytes of a real ``KVCache``."""
+    gib = 2**30
+    llama70 = GPTConfig(vocab_size=32000, block_size=4096, n_layer=80, n_head=64, n_embd=8192)
+    cases = [(llama70, 8192, 16, 2, 40 * gib),  # 5 GiB per K/V head: 8 fit (Llama 2 70B's choice); 1 is not the answer
+             (GPTConfig(n_layer=32, n_head=32, n_embd=4096), 32768, 8, 2, 24 * gib),
+             (GPTConfig(n_layer=12, n_head=12, n_embd=768), 1024, 64, 4, 400 * 2**20),
+             (GPTConfig(n_layer=80, n_head=64, n_embd=8192), 131072, 64, 2, 80 * gib)]
+    if is_hidden():
+        r = draw(95)
+        cases = []
+        for _ in range(5):
+            nh = r.choice([6, 8, 12, 16, 24, 32, 48, 64])
+            cfg = GPTConfig(n_layer=r.randint(2, 96), n_head=nh, n_embd=nh * r.choice([64, 96, 128]))
+            T, B, nb = r.randint(256, 65536), r.randint(1, 64), r.choice([1, 2, 4])
+            one = _fits(cfg, 1, T, B, nb)
+            budget = int(one * r.choice([0.5, 1.0, r.uniform(1.0, nh * 1.2), r.uniform(1.5, 5.0)]))
+            cases.append((cfg, T, B, nb, budget))
+    for cfg, T, B, nb, budget in cases:
+        ref = _kv_heads_ref(cfg, T, B, nb, budget)
+        got = _as_int(_call(fn, cfg, T, B, nb, budget, what="your kv-heads search"), "your answer")
+        if got == ref:
+            continue
+        one = _fits(cfg, 1, T, B, nb)
+        if got > 0 and cfg.n_head % got:
+            fail(f"{got} does not divide n_head={cfg.n_head}: each key/value head serves a whole group of query "
+                 "heads, so only divisors of n_head are possible; take the largest divisor that fits")
+        if got == 1 and ref > 1:
+            fail("1 key/value head fits, but more do too: the question is the MOST key/value heads (closest to "
+                 "multi-head quality) whose cache still fits")
+        if got == 0 and ref > 0:
+            fail("you answered 0 (nothing fits), but at least one key/value head fits: compare the cache's bytes "
+                 "with the budget using <=")
+        if got > 0 and got * one > budget:
+            fail(f"with n_kv_head={got} the cache needs more than the budget: did you count one sequence, one "
+                 "layer or the keys only? use your kv_cache_bytes from 09.3 with the config's n_kv_head set")
+        if ref == 0:
+            fail("not even one key/value head fits this budget: return 0")
+        fail(f"your answer {got} is not the largest divisor of n_head={cfg.n_head} whose cache fits (n_layer="
+             f"{cfg.n_layer}, head_size={cfg.head_size}, seq_len={T}, batch_size={B}, {nb} bytes per number, "
+             f"budget {budget:,} bytes)")
+    passed("key/value heads that fit: the largest divisor of n_head whose cache fits the budget, as a real cache")
