@@ -15,15 +15,7 @@ from minigpt.interpret import HeadEffects
 from minigpt.viz import AttentionExplorer, capture_attention, export_html
 from minigpt.viz.explorer import dropdown_width
 
-ALPHABET = "abcdefghij \n.,<>&"
-
-
-class Chars:
-    def encode(self, text):
-        return [ALPHABET.index(c) for c in text]
-
-    def tokens(self, ids):
-        return [ALPHABET[i] for i in ids]
+from test_viz_views import ALPHABET, Chars  # the same character tokenizer as the view tests
 
 
 @pytest.fixture(scope="module")
